@@ -1,0 +1,155 @@
+"""Settings: environment variables and a ``.env`` file, prefix ``RELAY_``.
+
+Every public knob of relay lives here, so the configuration table in the README and
+``.env.example`` can be checked against one class. A bad value fails at start-up with
+:class:`relay.errors.ConfigError` naming the variable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from relay.errors import ConfigError
+
+ENV_PREFIX = "RELAY_"
+
+
+class Settings(BaseSettings):
+    """relay's configuration. Field ``name`` is read from ``RELAY_NAME``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- connections
+    redis_url: str = Field("redis://localhost:6379/0", description="Redis server URL (redis://, rediss://, unix://).")
+    key_prefix: str = Field("relay", min_length=1, description="Prefix of every Redis key and RQ queue name.")
+
+    # --- gateway
+    gateway_url: str = Field("https://smsgateway24.com/getdata/", description="Base URL of the gateway API.")
+    gateway_token: SecretStr | None = Field(None, description="API token; or give email and password.")
+    gateway_email: str | None = Field(None, description="Account email, used to obtain a token.")
+    gateway_password: SecretStr | None = Field(None, description="Account password, used to obtain a token.")
+    gateway_timeout: float = Field(30.0, gt=0, description="Seconds before a gateway request times out.")
+    gateway_retries: int = Field(4, ge=0, le=20, description="Retries of read-only gateway calls.")
+
+    # --- messages
+    default_region: str | None = Field(None, description="ISO region (e.g. DE) to turn national numbers into E.164.")
+    body_max: int = Field(4096, gt=0, description="Longest accepted message body, in characters.")
+    idempotency_ttl: int = Field(86400, gt=0, description="Seconds a send `key` is remembered.")
+
+    # --- dispatch
+    batch_max: int = Field(500, gt=0, le=10000, description="Most messages in one addalotofsms call.")
+    default_send_interval: float = Field(
+        5.0, ge=0, description="Seconds between SMS of a device whose delaybetweeneachsms is null."
+    )
+    default_poll_interval: float = Field(
+        10.0, ge=0, description="Seconds between polls of a device the gateway does not describe."
+    )
+    device_overrides: dict[str, float] = Field(
+        default_factory=dict,
+        description='Per-device send interval overrides, JSON: {"260": 2.5, "260:1": 4}.',
+    )
+    device_refresh: float = Field(300.0, gt=0, description="Seconds between getalldevices refreshes.")
+    inflight_timeout: float = Field(
+        120.0, gt=0, description="Seconds after which an in-flight batch of a silent worker is verified."
+    )
+    verify_grace: float = Field(
+        2.0, ge=0, description="Poll periods to wait before a batch not found at the gateway is resent."
+    )
+    max_attempts: int = Field(5, ge=1, description="Submissions of a message before it ends rejected.")
+
+    # --- reconciler
+    reconcile_interval: float = Field(10.0, gt=0, description="Seconds between reconciler passes when idle.")
+    reconcile_urgent_interval: float = Field(
+        1.0, gt=0, description="Seconds between reconciler passes while urgent messages wait."
+    )
+    delivery_report_wait: float = Field(
+        3600.0, ge=0, description="Seconds a sent message waits for a delivery report before it ends sent."
+    )
+    status_ttl: float = Field(
+        172800.0, gt=0, description="Seconds a submitted message may go without a final code before it ends expired."
+    )
+    match_window: float = Field(
+        300.0, gt=0, description="Seconds around submission in which gateway records are matched."
+    )
+
+    # --- results
+    webhook_url: str | None = Field(None, description="URL that receives a POST per event.")
+    webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key of the webhook signature header.")
+    webhook_timeout: float = Field(10.0, gt=0, description="Seconds before a webhook POST times out.")
+    webhook_retries: int = Field(8, ge=0, description="Retries of a failed webhook POST, with backoff.")
+    events_maxlen: int = Field(1_000_000, gt=0, description="Approximate length cap of the events stream.")
+    record_ttl: int = Field(604800, gt=0, description="Seconds a final message record is kept.")
+
+    # --- processes
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_json: bool | None = Field(None, description="JSON logs; default: JSON unless stderr is a terminal.")
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="Port of the Prometheus metrics endpoint.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("gateway_url", "webhook_url")
+    @classmethod
+    def _http_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        import phonenumbers
+
+        region = value.upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown region {value!r}; use an ISO code such as DE or US")
+        return region
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if any(ch in value for ch in " {}"):
+            raise ValueError("must not contain spaces or braces")
+        return value
+
+    def send_interval_override(self, device_id: int, sim: int) -> float | None:
+        """The overridden send interval of ``device_id``/``sim``, if settings give one."""
+        for key in (f"{device_id}:{sim}", str(device_id)):
+            if key in self.device_overrides:
+                return float(self.device_overrides[key])
+        return None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings, turning a validation failure into one clear :class:`ConfigError`."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
+        raise ConfigError("; ".join(problems)) from None
