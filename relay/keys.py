@@ -1,0 +1,148 @@
+"""Every Redis key and RQ queue name relay uses, from one place.
+
+All start with the configured prefix (``RELAY_KEY_PREFIX``, default ``relay``), so several
+relays and test runs share one Redis without touching each other. ``dev`` is a device id,
+``sim`` a SIM slot (0-5), ``lane`` is ``u`` (urgent) or ``b`` (bulk).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+LaneKind = Literal["u", "b"]
+URGENT: LaneKind = "u"
+BULK: LaneKind = "b"
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "relay"
+
+    # --- messages
+    def msg(self, msg_id: str) -> str:
+        """Hash: one message record (fields: see relay.store)."""
+        return f"{self.prefix}:m:{msg_id}"
+
+    def idem(self, key: str) -> str:
+        """String: the message id first sent with idempotency ``key`` (expires)."""
+        return f"{self.prefix}:idem:{key}"
+
+    @property
+    def counts(self) -> str:
+        """Hash: state → number of messages in that state (final states count every message that ended there)."""
+        return f"{self.prefix}:counts"
+
+    @property
+    def events(self) -> str:
+        """Stream: one entry per state change, read by other services with consumer groups."""
+        return f"{self.prefix}:events"
+
+    # --- lanes and scheduling
+    def lane(self, kind: LaneKind, dev: int, sim: int) -> str:
+        """List of message ids waiting for ``dev``/``sim``; head is sent first."""
+        return f"{self.prefix}:lane:{kind}:{dev}:{sim}"
+
+    def sched(self, kind: LaneKind, dev: int, sim: int) -> str:
+        """Sorted set: id → due time (ms) of future messages of ``dev``/``sim``."""
+        return f"{self.prefix}:sched:{kind}:{dev}:{sim}"
+
+    @property
+    def sched_due(self) -> str:
+        """Sorted set: ``kind:dev:sim`` → earliest due time (ms) in that schedule."""
+        return f"{self.prefix}:sched-due"
+
+    @property
+    def lanes(self) -> str:
+        """Set: every ``dev:sim`` that ever held a message (for stats and the sweep)."""
+        return f"{self.prefix}:lanes"
+
+    # --- pacing and dispatch
+    def pace(self, dev: int, sim: int) -> str:
+        """Hash: GCRA state of ``dev``/``sim`` (``tat`` ms)."""
+        return f"{self.prefix}:pace:{dev}:{sim}"
+
+    def ticket(self, kind: LaneKind, dev: int, sim: int) -> str:
+        """String: set while a dispatch ticket of ``kind`` for ``dev``/``sim`` is queued,
+        running or waiting on a timer; its value is the RQ job id (or ``timer``)."""
+        return f"{self.prefix}:ticket:{kind}:{dev}:{sim}"
+
+    @property
+    def timers(self) -> str:
+        """Sorted set: ``kind:dev:sim`` → time (ms) its ticket may run again."""
+        return f"{self.prefix}:timers"
+
+    @property
+    def devices(self) -> str:
+        """Hash: device id → JSON of the device as last seen in getalldevices."""
+        return f"{self.prefix}:devices"
+
+    @property
+    def devices_synced(self) -> str:
+        """String: time (ms) of the last getalldevices sync."""
+        return f"{self.prefix}:devices-synced"
+
+    # --- batches
+    def batch(self, batch_id: str) -> str:
+        """Hash: a claimed batch (dev, sim, ids, claimed_at, worker, state)."""
+        return f"{self.prefix}:batch:{batch_id}"
+
+    @property
+    def inflight(self) -> str:
+        """Sorted set: batch id → claim time (ms) of batches being submitted."""
+        return f"{self.prefix}:inflight"
+
+    @property
+    def verify(self) -> str:
+        """Sorted set: batch id → time (ms) its outcome-unknown check may run."""
+        return f"{self.prefix}:verify"
+
+    @property
+    def dead(self) -> str:
+        """Sorted set: id → time (ms) of messages that ended rejected (``relay dead``)."""
+        return f"{self.prefix}:dead"
+
+    # --- reconciling
+    def pending(self, dev: int) -> str:
+        """Sorted set: id → submission time (ms) of submitted messages of ``dev`` not yet final."""
+        return f"{self.prefix}:pending:{dev}"
+
+    @property
+    def pending_devices(self) -> str:
+        """Set: devices with a non-empty pending set."""
+        return f"{self.prefix}:pending-devices"
+
+    def sms_index(self, dev: int) -> str:
+        """Hash: gateway sms_id → relay message id, for records already matched on ``dev``."""
+        return f"{self.prefix}:sms:{dev}"
+
+    def lease(self, name: str) -> str:
+        """String: a lease held by one process (value: its name), with a TTL."""
+        return f"{self.prefix}:lease:{name}"
+
+    @property
+    def urgent_waiting(self) -> str:
+        """Sorted set: urgent message ids submitted and not yet sent → submission time (ms)."""
+        return f"{self.prefix}:urgent-waiting"
+
+    # --- processes
+    @property
+    def processes(self) -> str:
+        """Hash: process name → JSON heartbeat (kind, host, pid, seen)."""
+        return f"{self.prefix}:processes"
+
+    # --- RQ queues (names, not keys: RQ adds its own ``rq:queue:`` prefix)
+    @property
+    def urgent_queue(self) -> str:
+        return f"{self.prefix}-urgent"
+
+    @property
+    def bulk_queue(self) -> str:
+        return f"{self.prefix}-bulk"
+
+    @property
+    def webhook_queue(self) -> str:
+        return f"{self.prefix}-webhooks"
+
+    def queue_for(self, kind: LaneKind) -> str:
+        return self.urgent_queue if kind == URGENT else self.bulk_queue

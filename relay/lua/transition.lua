@@ -1,0 +1,71 @@
+-- transition.lua: move messages to a new state, once, and record the change.
+--
+-- KEYS[1]      counts hash (state -> number of messages)
+-- KEYS[2]      events stream
+-- KEYS[3]      index to ZADD each changed id to (score = now), or "" for none
+-- KEYS[4]      index to ZREM each changed id from, or "" for none
+-- KEYS[5..]    message hashes, one per id in ARGV[9..]
+-- ARGV[1]      new state
+-- ARGV[2]      allowed current states, comma separated ("*" = any non-final)
+-- ARGV[3]      now (ms)
+-- ARGV[4]      1 if the new state is final (record then expires), else 0
+-- ARGV[5]      events stream MAXLEN (approximate)
+-- ARGV[6]      record TTL (s) applied when final
+-- ARGV[7]      JSON object of fields set on every changed message ({} for none)
+-- ARGV[8]      JSON array (one object per id) of per-message fields, or "" for none
+-- ARGV[9..]    message ids
+--
+-- Changes: each message whose state is allowed gets state, final, t_<state>=now and the
+-- fields; counts move; one event per change on the stream. A message missing or in
+-- another state is left alone. Returns, per id, 1 if it changed else 0.
+
+local to, now, final = ARGV[1], ARGV[3], ARGV[4]
+local allowed = {}
+for s in string.gmatch(ARGV[2], "[^,]+") do allowed[s] = true end
+local any_open = allowed["*"]
+local common = cjson.decode(ARGV[7])
+local each = nil
+if ARGV[8] ~= "" then each = cjson.decode(ARGV[8]) end
+local final_states = {delivered=1, failed=1, rejected=1, cancelled=1, expired=1}
+local event_fields = {"device_id", "sim", "customerid", "sms_id", "status", "statustitle", "error", "urgent"}
+
+local result = {}
+for i = 5, #KEYS do
+  local key, id = KEYS[i], ARGV[i + 4]
+  local cur = redis.call("HGET", key, "state")
+  local ok = false
+  if cur then
+    if any_open then
+      ok = final_states[cur] == nil and redis.call("HGET", key, "final") ~= "1"
+    else
+      ok = allowed[cur] == true
+    end
+  end
+  if ok then
+    redis.call("HSET", key, "state", to, "final", final, "t_" .. to, now)
+    for f, v in pairs(common) do redis.call("HSET", key, f, tostring(v)) end
+    if each and each[i - 4] then
+      for f, v in pairs(each[i - 4]) do redis.call("HSET", key, f, tostring(v)) end
+    end
+    if cur ~= to then
+      redis.call("HINCRBY", KEYS[1], cur, -1)
+      redis.call("HINCRBY", KEYS[1], to, 1)
+    end
+    if KEYS[3] ~= "" then redis.call("ZADD", KEYS[3], now, id) end
+    if KEYS[4] ~= "" then redis.call("ZREM", KEYS[4], id) end
+    local ev = {"id", id, "state", to, "prev", cur, "final", final, "at", now}
+    local vals = redis.call("HMGET", key, unpack(event_fields))
+    for j, f in ipairs(event_fields) do
+      if vals[j] and vals[j] ~= "" then
+        ev[#ev + 1] = f
+        ev[#ev + 1] = vals[j]
+      end
+    end
+    redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[5], "*", unpack(ev))
+    if final == "1" then redis.call("EXPIRE", key, ARGV[6]) end
+    result[#result + 1] = 1
+  else
+    result[#result + 1] = 0
+  end
+end
+return result

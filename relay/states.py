@@ -1,0 +1,69 @@
+"""Message states and how gateway status codes map onto them.
+
+``scheduled`` → ``queued`` → ``submitting`` → (``unknown`` →) ``submitted`` → ``sent`` →
+``delivered``, or a final ``failed``, ``rejected``, ``cancelled``, ``expired``.
+``sent`` is final only once no delivery report came within ``RELAY_DELIVERY_REPORT_WAIT``
+(the record's ``final`` flag says so).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class State(StrEnum):
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    SUBMITTING = "submitting"
+    UNKNOWN = "unknown"
+    SUBMITTED = "submitted"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+#: States a message never leaves.
+FINAL_STATES = frozenset({State.DELIVERED, State.FAILED, State.REJECTED, State.CANCELLED, State.EXPIRED})
+#: States that may end a message (``sent`` once its report wait is over).
+ENDING_STATES = FINAL_STATES | {State.SENT}
+#: States of a message that waits in relay, not yet handed to the gateway.
+WAITING_STATES = frozenset({State.SCHEDULED, State.QUEUED})
+#: States of a message handed (or maybe handed) to the gateway, not yet final.
+AT_GATEWAY_STATES = frozenset({State.SUBMITTING, State.UNKNOWN, State.SUBMITTED, State.SENT})
+
+#: Gateway status codes (API.md) that end a message as ``failed``.
+FAILED_CODES = frozenset({8, 9, 10, 11, 12, 100, 101})
+DELIVERED_CODE = 7
+SENT_CODE = 6
+#: Codes of a message the gateway holds but has not sent yet.
+PENDING_CODES = frozenset({1, 2, 3})
+
+STATUS_TITLES = {
+    1: "New",
+    2: "Taken from server by the phone",
+    3: "Queued for sending",
+    5: "Incoming",
+    6: "Sent by phone",
+    7: "Delivered",
+    8: "Not delivered",
+    9: "Not sent: generic failure",
+    10: "Not sent: no service",
+    11: "Not sent: null PDU",
+    12: "Not sent: radio off",
+    100: "Not sent: not allowed",
+    101: "Not sent: not allowed at all",
+}
+
+
+def state_for_code(code: int) -> State | None:
+    """The relay state a gateway status code moves a submitted message to (None: no change)."""
+    if code == DELIVERED_CODE:
+        return State.DELIVERED
+    if code in FAILED_CODES:
+        return State.FAILED
+    if code == SENT_CODE:
+        return State.SENT
+    return None
