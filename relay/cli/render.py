@@ -1,0 +1,146 @@
+"""Rich renderings shared by ``relay status``, ``relay stats`` and the demo's live view."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from relay.states import State
+
+if TYPE_CHECKING:
+    from relay.stats import LaneStats, Stats
+
+STATE_STYLES = {
+    State.DELIVERED: "green",
+    State.SENT: "green",
+    State.FAILED: "red",
+    State.REJECTED: "red",
+    State.EXPIRED: "red",
+    State.CANCELLED: "yellow",
+    State.UNKNOWN: "magenta",
+}
+
+
+def message_table(record: Mapping[str, Any]) -> Table:
+    """One message record as a two-column table (times under their step names)."""
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for name, value in record.items():
+        if name == "times":
+            continue
+        if value is None or value == "":
+            continue
+        text = Text.from_markup(_state_text(value)) if name == "state" else Text(str(value))
+        table.add_row(name, text)
+    for step, when in (record.get("times") or {}).items():
+        table.add_row(f"t_{step}", Text(str(when)))
+    return table
+
+
+def _state_text(value: Any) -> str:
+    try:
+        style = STATE_STYLES.get(State(value))
+    except ValueError:
+        style = None
+    return f"[{style}]{value}[/]" if style else escape(str(value))
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _when(at: float | None, now: float) -> str:
+    if at is None:
+        return "-"
+    if at <= now + 0.05:
+        return "now"
+    return f"in {_age(at - now)}"
+
+
+def _online(value: bool | None) -> str:
+    if value is None:
+        return "?"
+    return "[green]yes[/]" if value else "[red]no[/]"
+
+
+def lanes_table(stats: Stats) -> Table:
+    """One row per device/SIM."""
+    table = Table(title="Lanes", title_justify="left")
+    for name in (
+        "device",
+        "sim",
+        "urgent",
+        "bulk",
+        "scheduled",
+        "in flight",
+        "verifying",
+        "awaiting status",
+        "oldest queued",
+        "next send",
+        "online",
+    ):
+        table.add_column(name, justify="left" if name in ("next send", "online") else "right")
+    for lane in stats.lanes:
+        table.add_row(*_lane_row(lane, stats.at))
+    if stats.lanes:
+        table.add_section()
+        table.add_row(
+            "all",
+            "",
+            str(sum(x.urgent for x in stats.lanes)),
+            str(sum(x.bulk for x in stats.lanes)),
+            str(stats.scheduled),
+            str(stats.inflight),
+            str(sum(x.verifying for x in stats.lanes)),
+            str(stats.awaiting),
+            "",
+            "",
+            "",
+        )
+    return table
+
+
+def _lane_row(lane: LaneStats, now: float) -> list[str]:
+    return [
+        str(lane.device_id),
+        str(lane.sim),
+        str(lane.urgent),
+        str(lane.bulk),
+        str(lane.scheduled),
+        str(lane.inflight),
+        str(lane.verifying),
+        "-" if lane.awaiting is None else str(lane.awaiting),
+        _age(lane.oldest_queued_s),
+        _when(lane.next_send_at, now),
+        _online(lane.online),
+    ]
+
+
+def states_table(stats: Stats) -> Table:
+    """Messages per state, in the order a message goes through them."""
+    table = Table(title="Messages by state", title_justify="left")
+    table.add_column("state")
+    table.add_column("messages", justify="right")
+    for state in State:
+        table.add_row(_state_text(state.value), str(stats.states.get(state.value, 0)))
+    return table
+
+
+def stats_view(stats: Stats) -> RenderableType:
+    """The ``relay stats`` screen: lanes, then states, then when it was read."""
+    at = datetime.fromtimestamp(stats.at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    footer = f"[dim]{at} · {'idle' if stats.idle else 'working'}[/]"
+    return Group(lanes_table(stats), states_table(stats), footer)

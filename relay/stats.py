@@ -1,0 +1,408 @@
+"""The numbers behind ``relay stats`` and the Prometheus metrics, read in three pipelines.
+
+Per device/SIM (every ``dev:sim`` in ``Keys.lanes``): urgent and bulk lane depth
+(``LLEN``), scheduled messages (``ZCARD`` of both schedules), messages in flight (in the
+``inflight`` batches of that lane) and being verified (``verify`` batches), messages
+awaiting a final status (``pending:<dev>``, split by SIM when the device has several),
+the age of the oldest queued message (``t_queued`` of the lanes' heads), when its ticket
+may run again (``timers``) and where its pacing stands (``pace`` ``tat``). Per device:
+online, from the ``devices`` hash the gateway sync writes. Totals: messages per state
+(``counts``).
+
+The reads are three pipelines, whatever the number of lanes: the indexes, then every
+per-lane number, then the records the second step pointed at. They are not one
+snapshot (workers move messages in between), so numbers may disagree by a message or two
+while work flows; they agree once it stops.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from relay.keys import BULK, URGENT, Keys
+from relay.states import FINAL_STATES, State
+
+if TYPE_CHECKING:
+    from relay.context import Context
+
+SPLIT_LIMIT = 10_000
+"""Most awaiting ids of one device read one by one to split them by SIM (above: per device)."""
+ONLINE_MIN_S = 60.0
+"""A device counts as online when seen within max(this, 3 polls)."""
+OPEN_STATES = tuple(s for s in State if s not in FINAL_STATES and s != State.SENT)
+"""States that always mean work is left (``sent`` may be final: its record says)."""
+
+
+@dataclass(frozen=True)
+class LaneStats:
+    """The numbers of one device/SIM. Times are epoch seconds; None when not known or not due."""
+
+    device_id: int
+    sim: int
+    urgent: int = 0
+    bulk: int = 0
+    scheduled: int = 0
+    inflight: int = 0
+    verifying: int = 0
+    awaiting: int | None = 0
+    oldest_queued_s: float | None = None
+    next_send_at: float | None = None
+    pace_tat: float | None = None
+    online: bool | None = None
+
+    @property
+    def queued(self) -> int:
+        return self.urgent + self.bulk
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Everything ``collect`` read, at time ``at`` (epoch seconds)."""
+
+    at: float
+    lanes: list[LaneStats] = field(default_factory=list)
+    states: dict[str, int] = field(default_factory=dict)
+    awaiting_by_device: dict[int, int] = field(default_factory=dict)
+    devices_online: dict[int, bool | None] = field(default_factory=dict)
+    inflight_batches: int = 0
+    verify_batches: int = 0
+
+    @property
+    def queued(self) -> int:
+        return sum(lane.queued for lane in self.lanes)
+
+    @property
+    def scheduled(self) -> int:
+        return sum(lane.scheduled for lane in self.lanes)
+
+    @property
+    def inflight(self) -> int:
+        return sum(lane.inflight for lane in self.lanes)
+
+    @property
+    def awaiting(self) -> int:
+        return sum(self.awaiting_by_device.values())
+
+    @property
+    def open_messages(self) -> int:
+        """Messages in a state that is never final (scheduled ... submitted)."""
+        return sum(self.states.get(s.value, 0) for s in OPEN_STATES)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing left to do: lanes, schedules, in-flight and verify batches and pending sets
+        all empty, and no message short of a final state."""
+        return (
+            self.queued == 0
+            and self.scheduled == 0
+            and self.inflight_batches == 0
+            and self.verify_batches == 0
+            and self.awaiting == 0
+            and self.open_messages == 0
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the ``relay stats --json`` document)."""
+        return {
+            "at": self.at,
+            "idle": self.idle,
+            "totals": {
+                "queued": self.queued,
+                "scheduled": self.scheduled,
+                "inflight": self.inflight,
+                "awaiting": self.awaiting,
+                "inflight_batches": self.inflight_batches,
+                "verify_batches": self.verify_batches,
+            },
+            "states": dict(self.states),
+            "lanes": [asdict(lane) for lane in self.lanes],
+            "devices": {
+                str(dev): {"online": online, "awaiting": self.awaiting_by_device.get(dev, 0)}
+                for dev, online in sorted(self.devices_online.items())
+            },
+        }
+
+
+def collect(ctx: Context) -> Stats:
+    """Read every number of :class:`Stats` from Redis (three pipelined round trips)."""
+    reader = _Reader(ctx.conn, ctx.keys, ctx.clock.now())
+    return reader.read()
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _parse_lane(member: bytes | str) -> tuple[int, int] | None:
+    dev, _, sim = (_text(member) or "").partition(":")
+    try:
+        return int(dev), int(sim)
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Index:
+    """What the first pipeline reads: the sets that say which keys to look at next."""
+
+    lanes: list[tuple[int, int]]
+    batches: list[str]
+    verify: list[str]
+    counts: dict[str, int]
+    devices: dict[int, str]
+    timers: dict[str, float]
+    pending_devices: set[int]
+
+
+class _Reader:
+    """One ``collect`` call: three pipelines and the arithmetic between them."""
+
+    def __init__(self, conn: redis.Redis, keys: Keys, now: float) -> None:
+        self.conn = conn
+        self.keys = keys
+        self.now = now
+
+    def read(self) -> Stats:
+        index = self._read_index()
+        per_lane, batch_fields, pending = self._read_lanes(index)
+        heads, pending_sims = self._read_records(index, per_lane, pending)
+        return self._assemble(index, per_lane, batch_fields, pending, heads, pending_sims)
+
+    # --- round trip 1 -------------------------------------------------------------------
+
+    def _read_index(self) -> _Index:
+        k = self.keys
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.smembers(k.lanes)
+        pipe.zrange(k.inflight, 0, -1)
+        pipe.zrange(k.verify, 0, -1)
+        pipe.hgetall(k.counts)
+        pipe.hgetall(k.devices)
+        pipe.zrange(k.timers, 0, -1, withscores=True)
+        pipe.smembers(k.pending_devices)
+        lanes, inflight, verify, counts, devices, timers, pending = pipe.execute()
+        parsed = sorted(p for p in (_parse_lane(m) for m in lanes) if p is not None)
+        return _Index(
+            lanes=parsed,
+            batches=[_text(b) or "" for b in inflight],
+            verify=[_text(b) or "" for b in verify],
+            counts={_text(s) or "": int(n) for s, n in counts.items()},
+            devices={int(_text(d) or 0): _text(v) or "" for d, v in devices.items()},
+            timers={_text(m) or "": float(score) for m, score in timers},
+            pending_devices={int(_text(d) or 0) for d in pending},
+        )
+
+    # --- round trip 2 -------------------------------------------------------------------
+
+    def _read_lanes(
+        self, index: _Index
+    ) -> tuple[list[list[Any]], list[list[Any]], dict[int, tuple[int, list[str]]]]:
+        k = self.keys
+        pipe = self.conn.pipeline(transaction=False)
+        for dev, sim in index.lanes:
+            pipe.llen(k.lane(URGENT, dev, sim))
+            pipe.llen(k.lane(BULK, dev, sim))
+            pipe.zcard(k.sched(URGENT, dev, sim))
+            pipe.zcard(k.sched(BULK, dev, sim))
+            pipe.lindex(k.lane(URGENT, dev, sim), 0)
+            pipe.lindex(k.lane(BULK, dev, sim), 0)
+            pipe.hget(k.pace(dev, sim), "tat")
+        for bid in [*index.batches, *index.verify]:
+            pipe.hmget(k.batch(bid), ["dev", "sim", "ids"])
+        devices = sorted(index.pending_devices | {dev for dev, _ in index.lanes})
+        split = _multi_sim_devices(index.lanes)
+        for dev in devices:
+            pipe.zcard(k.pending(dev))
+            if dev in split:
+                pipe.zrange(k.pending(dev), 0, SPLIT_LIMIT)
+        out = pipe.execute()
+        n_lanes, n_batches = len(index.lanes) * 7, len(index.batches) + len(index.verify)
+        per_lane = [out[i : i + 7] for i in range(0, n_lanes, 7)]
+        batch_fields = out[n_lanes : n_lanes + n_batches]
+        rest = iter(out[n_lanes + n_batches :])
+        pending: dict[int, tuple[int, list[str]]] = {}
+        for dev in devices:
+            count = int(next(rest))
+            ids = [_text(i) or "" for i in next(rest)] if dev in split else []
+            pending[dev] = (count, ids)
+        return per_lane, batch_fields, pending
+
+    # --- round trip 3 -------------------------------------------------------------------
+
+    def _read_records(
+        self,
+        index: _Index,
+        per_lane: list[list[Any]],
+        pending: Mapping[int, tuple[int, list[str]]],
+    ) -> tuple[dict[str, float], dict[str, int]]:
+        """``t_queued`` (s) of each lane head, and the SIM of each awaiting id to split."""
+        heads = sorted(
+            {_text(h) or "" for row in per_lane for h in (row[4], row[5]) if h is not None}
+        )
+        split_ids = [i for count, ids in pending.values() if count <= SPLIT_LIMIT for i in ids]
+        if not heads and not split_ids:
+            return {}, {}
+        pipe = self.conn.pipeline(transaction=False)
+        for msg_id in heads:
+            pipe.hget(self.keys.msg(msg_id), "t_queued")
+        for msg_id in split_ids:
+            pipe.hget(self.keys.msg(msg_id), "sim")
+        out = pipe.execute()
+        queued_at = {h: int(v) / 1000 for h, v in zip(heads, out, strict=False) if v is not None}
+        sims = {
+            i: int(v) for i, v in zip(split_ids, out[len(heads) :], strict=True) if v is not None
+        }
+        return queued_at, sims
+
+    # --- arithmetic ---------------------------------------------------------------------
+
+    def _assemble(
+        self,
+        index: _Index,
+        per_lane: list[list[Any]],
+        batch_fields: list[list[Any]],
+        pending: Mapping[int, tuple[int, list[str]]],
+        heads: Mapping[str, float],
+        pending_sims: Mapping[str, int],
+    ) -> Stats:
+        n_inflight = len(index.batches)
+        inflight = _batch_sizes(batch_fields[:n_inflight])
+        verifying = _batch_sizes(batch_fields[n_inflight:])
+        online: dict[int, bool | None] = {
+            dev: _device_online(raw, self.now) for dev, raw in index.devices.items()
+        }
+        awaiting = _awaiting_per_lane(index.lanes, pending, pending_sims)
+        lanes = []
+        for (dev, sim), row in zip(index.lanes, per_lane, strict=True):
+            u, b, su, sb, head_u, head_b, tat = row
+            lane = LaneStats(
+                device_id=dev,
+                sim=sim,
+                urgent=int(u),
+                bulk=int(b),
+                scheduled=int(su) + int(sb),
+                inflight=inflight.get((dev, sim), 0),
+                verifying=verifying.get((dev, sim), 0),
+                awaiting=awaiting.get((dev, sim)),
+                oldest_queued_s=self._oldest(heads, head_u, head_b),
+                next_send_at=self._next_send(dev, sim, int(u) + int(b), index.timers),
+                pace_tat=float(tat) / 1000 if tat is not None else None,
+                online=online.setdefault(dev, None),
+            )
+            lanes.append(lane)
+        return Stats(
+            at=self.now,
+            lanes=lanes,
+            states={s.value: index.counts.get(s.value, 0) for s in State},
+            awaiting_by_device={dev: count for dev, (count, _) in pending.items()},
+            devices_online=online,
+            inflight_batches=len(index.batches),
+            verify_batches=len(index.verify),
+        )
+
+    def _oldest(self, heads: Mapping[str, float], *ids: bytes | str | None) -> float | None:
+        """Seconds since the earliest ``t_queued`` among the lane heads ``ids``."""
+        times = [heads[i] for i in (_text(x) for x in ids) if i is not None and i in heads]
+        return max(0.0, self.now - min(times)) if times else None
+
+    def _next_send(
+        self, dev: int, sim: int, queued: int, timers: Mapping[str, float]
+    ) -> float | None:
+        """When the lane's ticket may next run: its timer, or now while work waits, else None."""
+        if queued == 0:
+            return None
+        due = [
+            timers[m] / 1000
+            for m in (f"{URGENT}:{dev}:{sim}", f"{BULK}:{dev}:{sim}")
+            if m in timers
+        ]
+        return max(self.now, min(due)) if due else self.now
+
+
+def _multi_sim_devices(lanes: Iterable[tuple[int, int]]) -> set[int]:
+    seen: dict[int, int] = {}
+    for dev, _ in lanes:
+        seen[dev] = seen.get(dev, 0) + 1
+    return {dev for dev, n in seen.items() if n > 1}
+
+
+def _batch_sizes(rows: Iterable[list[Any]]) -> dict[tuple[int, int], int]:
+    """Messages per ``(dev, sim)`` in ``[dev, sim, ids]`` batch rows (missing batches skipped)."""
+    sizes: dict[tuple[int, int], int] = {}
+    for dev, sim, ids in rows:
+        if dev is None or sim is None or not ids:
+            continue
+        lane = (int(dev), int(sim))
+        sizes[lane] = sizes.get(lane, 0) + len([i for i in (_text(ids) or "").split(",") if i])
+    return sizes
+
+
+def _awaiting_per_lane(
+    lanes: Iterable[tuple[int, int]],
+    pending: Mapping[int, tuple[int, list[str]]],
+    sims: Mapping[str, int],
+) -> dict[tuple[int, int], int | None]:
+    """Awaiting messages per lane: the device's whole count when it has one SIM in use, split by
+    SIM when it has several (None when too many to split)."""
+    lanes = list(lanes)
+    multi = _multi_sim_devices(lanes)
+    result: dict[tuple[int, int], int | None] = {}
+    for dev, sim in lanes:
+        count, ids = pending.get(dev, (0, []))
+        if dev not in multi:
+            result[(dev, sim)] = count
+        elif count > SPLIT_LIMIT:
+            result[(dev, sim)] = None
+        else:
+            result[(dev, sim)] = sum(1 for i in ids if sims.get(i) == sim)
+    return result
+
+
+def _device_online(raw: str, now: float) -> bool | None:
+    """Online from a stored device JSON: its ``online`` flag, else a recent ``lastseen``."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    if isinstance(data.get("online"), bool):
+        return bool(data["online"])
+    seen = _epoch(data.get("lastseen"))
+    if seen is None:
+        return None
+    poll = data.get("delaybetweenrequest")
+    window = max(ONLINE_MIN_S, 3 * float(poll)) if isinstance(poll, int | float) else ONLINE_MIN_S
+    return now - seen <= window
+
+
+def _epoch(value: Any) -> float | None:
+    """Epoch seconds from a number, an ISO string or the gateway's ``{"date": ...}`` object."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value) / 1000 if value > 1e11 else float(value)
+    if isinstance(value, dict):
+        from relay.gateway.dates import parse_gateway_datetime
+
+        parsed = parse_gateway_datetime(value)
+        return parsed.timestamp() if isinstance(parsed, datetime) else None
+    if isinstance(value, str):
+        try:
+            parsed_iso = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if parsed_iso.tzinfo is None:
+            from datetime import UTC
+
+            parsed_iso = parsed_iso.replace(tzinfo=UTC)
+        return parsed_iso.timestamp()
+    return None

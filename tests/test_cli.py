@@ -1,0 +1,416 @@
+"""The ``relay`` command: sends, files, reads, and every user error as one line and an exit code.
+
+Each Redis test runs on a real server and on fakeredis's TCP server (``redis_url``); the
+settings reach the command as ``RELAY_*`` environment variables, as they would in a shell.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import redis
+from click.testing import CliRunner, Result
+
+from relay.cli.main import cli
+from relay.keys import Keys
+from relay.simulator import Simulator
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"
+
+
+def invoke(args: Sequence[str], env: dict[str, str] | None = None) -> Result:
+    """Run ``relay args`` in-process; any exception other than the exit itself fails the test."""
+    result = CliRunner().invoke(cli, list(args), env=env or {}, catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"relay {' '.join(args)} raised") from result.exception
+    return result
+
+
+def one_line_error(result: Result, code: int, *needles: str) -> str:
+    """Assert ``result`` failed with ``code`` and one stderr line holding every needle."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def env(redis_url: str, key_prefix: str) -> dict[str, str]:
+    return {"RELAY_REDIS_URL": redis_url, "RELAY_KEY_PREFIX": key_prefix}
+
+
+def stored_keys(redis_url: str, prefix: str) -> list[bytes]:
+    conn = redis.Redis.from_url(redis_url)
+    try:
+        return list(conn.scan_iter(match=f"{prefix}:*"))
+    finally:
+        conn.close()
+
+
+def record(redis_url: str, prefix: str, msg_id: str) -> dict[str, str]:
+    conn = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return conn.hgetall(Keys(prefix).msg(msg_id))
+    finally:
+        conn.close()
+
+
+SEND = ["send", "--to", "+4915752982212", "--body", "hello", "--device", "260"]
+
+
+# --- sending --------------------------------------------------------------------------
+
+
+def test_send_prints_the_id_and_status_reads_it_back(env: dict[str, str]) -> None:
+    result = invoke([*SEND, "--urgent", "--customer-id", "42"], env)
+    assert result.exit_code == 0, result.stderr
+    msg_id = result.stdout.strip()
+    assert msg_id and "\n" not in msg_id
+
+    status = invoke(["status", msg_id, "--json"], env)
+    assert status.exit_code == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["id"] == msg_id
+    assert data["state"] == "queued"
+    assert (data["sendto"], data["device_id"], data["sim"]) == ("+4915752982212", 260, 0)
+    assert data["urgent"] is True and data["customerid"] == 42
+
+    table = invoke(["status", msg_id], env)
+    assert table.exit_code == 0 and msg_id in table.stdout and "queued" in table.stdout
+
+
+def test_send_several_recipients_and_json(env: dict[str, str], redis_url: str) -> None:
+    to = ["+4915700000001", "+4915700000002", "+4915700000003"]
+    args = ["send", "--body", "hi", "--device", "261", "--sim", "1", "--json"]
+    for number in to:
+        args += ["--to", number]
+    result = invoke(args, env)
+    assert result.exit_code == 0, result.stderr
+    ids = json.loads(result.stdout)
+    assert len(ids) == 3 and len(set(ids)) == 3
+    sendtos = [record(redis_url, env["RELAY_KEY_PREFIX"], i)["sendto"] for i in ids]
+    assert sendtos == to
+
+
+def test_send_with_key_returns_the_first_id(env: dict[str, str]) -> None:
+    first = invoke([*SEND, "--key", "order-7"], env)
+    again = invoke([*SEND, "--key", "order-7"], env)
+    assert first.exit_code == again.exit_code == 0
+    assert first.stdout == again.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--to", "+49 157 abc", "--body", "x", "--device", "260"], ["sendto", "letters"]),
+        (["--to", "+4915700000001", "--body", "x", "--device", "260", "--sim", "9"], ["sim"]),
+        (
+            ["--to", "+4915700000001,+4915700000002", "--body", "x", "--device", "260"],
+            ["sendto", "--to"],
+        ),
+        (["--to", "+4915700000001", "--body", "   ", "--device", "260"], ["body"]),
+        (["--to", "+4915700000001", "--body", "x", "--device", "0"], ["device_id"]),
+        (
+            ["--to", "+4915700000001", "--body", "x", "--device", "260", "--at", "soon"],
+            ["timetosend"],
+        ),
+        (["--to", "+4915700000001", "--device", "260"], ["--body"]),
+        (["--to", "+4915700000001", "--body", "x"], ["--device"]),
+        (["--body", "x", "--device", "260"], ["--to"]),
+        (["--to", "+4915700000001", "--body", "x", "--device", "abc"], ["--device"]),
+        (
+            [
+                "--to",
+                "+4915700000001",
+                "--to",
+                "+4915700000002",
+                "--body",
+                "x",
+                "--device",
+                "260",
+                "--key",
+                "k",
+            ],
+            ["--key"],
+        ),
+        (["--bogus"], ["--bogus"]),
+    ],
+)
+def test_bad_send_input_is_one_line_exit_2_and_stores_nothing(
+    env: dict[str, str], redis_url: str, args: list[str], needles: list[str]
+) -> None:
+    result = invoke(["send", *args], env)
+    one_line_error(result, 2, *needles)
+    assert result.stdout == ""
+    assert stored_keys(redis_url, env["RELAY_KEY_PREFIX"]) == []
+
+
+# --- files ----------------------------------------------------------------------------
+
+ROWS = [
+    {"sendto": "+4915700000011", "body": "one", "device_id": 260},
+    {"sendto": "+4915700000012", "body": "two", "device_id": 260, "sim": 1, "urgent": True},
+    {
+        "sendto": "+4915700000013",
+        "body": "three, with a comma",
+        "device_id": 261,
+        "customerid": 9,
+        "key": "k-3",
+    },
+    {"sendto": "+4915700000014", "body": "four", "device_id": 261, "timetosend": "2099-01-01"},
+]
+
+
+def write_jsonl(path: Path, rows: Sequence[object]) -> Path:
+    path.write_text("".join(r if isinstance(r, str) else json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, object]]) -> Path:
+    fields = ["sendto", "body", "device_id", "sim", "urgent", "customerid", "timetosend", "key"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("true" if v is True else v) for k, v in row.items()})
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_send_file_prints_ids_in_input_order(
+    env: dict[str, str], redis_url: str, tmp_path: Path, fmt: str
+) -> None:
+    path = tmp_path / f"messages.{fmt}"
+    (write_jsonl if fmt == "jsonl" else write_csv)(path, ROWS)
+    result = invoke(["send", "--file", str(path), "--json"], env)
+    assert result.exit_code == 0, result.stderr
+    ids = json.loads(result.stdout)
+    assert len(ids) == len(ROWS) and all(isinstance(i, str) for i in ids)
+    records = [record(redis_url, env["RELAY_KEY_PREFIX"], i) for i in ids]
+    assert [r["sendto"] for r in records] == [row["sendto"] for row in ROWS]
+    assert [r["body"] for r in records] == [row["body"] for row in ROWS]
+    assert [r["state"] for r in records] == ["queued", "queued", "queued", "scheduled"]
+    assert records[1]["urgent"] == "1" and records[1]["sim"] == "1"
+    assert records[2]["customerid"] == "9"
+
+    plain = invoke(["send", "--file", str(path)], env)  # same keys: k-3 gives the same id
+    assert plain.exit_code == 0
+    assert plain.stdout.splitlines()[2] == ids[2]
+
+
+def test_send_file_reports_every_bad_line_and_stores_nothing(
+    env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
+    path = write_jsonl(
+        tmp_path / "m.jsonl",
+        [
+            ROWS[0],
+            {"sendto": "call me", "body": "x", "device_id": 260},  # line 2
+            "\n",  # line 3: blank, skipped
+            "{not json\n",  # line 4
+            {"sendto": "+4915700000001", "body": "x", "device_id": 260, "sim": 7},  # line 5
+            ROWS[1],
+            {"sendto": "+4915700000001", "device_id": 260},  # line 7
+            {"sendto": "+4915700000001", "body": "x", "device_id": 260, "colour": "red"},  # 8
+        ],
+    )
+    result = invoke(["send", "--file", str(path)], env)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    expected = [
+        ("line 2:", "sendto"),
+        ("line 4:", "JSON"),
+        ("line 5:", "sim"),
+        ("line 7:", "body"),
+        ("line 8:", "colour"),
+    ]
+    assert len(lines) == len(expected) + 1
+    for line, (where, field) in zip(lines, expected, strict=False):
+        assert line.startswith(where) and field in line, line
+    assert "5 invalid" in lines[-1] and "nothing was sent" in lines[-1]
+    assert result.stdout == ""
+    assert stored_keys(redis_url, env["RELAY_KEY_PREFIX"]) == []
+
+
+def test_send_file_skip_invalid_sends_the_rest(
+    env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
+    rows = [
+        dict(ROWS[0]),
+        {"sendto": "+4915700000001", "body": "", "device_id": 260},
+        dict(ROWS[1]),
+    ]
+    path = write_csv(tmp_path / "m.csv", rows)
+    result = invoke(["send", "--file", str(path), "--skip-invalid", "--json"], env)
+    assert result.exit_code == 0, result.stderr
+    ids = json.loads(result.stdout)
+    assert ids[1] is None and isinstance(ids[0], str) and isinstance(ids[2], str)
+    assert "skipped line 3: body" in result.stderr  # the CSV header is line 1
+    prefix = env["RELAY_KEY_PREFIX"]
+    assert record(redis_url, prefix, ids[2])["sendto"] == rows[2]["sendto"]
+    conn = redis.Redis.from_url(redis_url)
+    try:
+        assert len(list(conn.scan_iter(match=f"{prefix}:m:*"))) == 2
+    finally:
+        conn.close()
+
+
+def test_send_file_format_option_and_unknown_extension(env: dict[str, str], tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "messages.txt", ROWS[:1])
+    one_line_error(invoke(["send", "--file", str(path)], env), 2, "--format")
+    result = invoke(["send", "--file", str(path), "--format", "jsonl"], env)
+    assert result.exit_code == 0 and len(result.stdout.split()) == 1
+    one_line_error(invoke(["send", "--file", str(tmp_path / "missing.csv")], env), 2, "missing.csv")
+
+
+# --- status, cancel, stats ------------------------------------------------------------
+
+
+def test_unknown_id_is_one_line_exit_1(env: dict[str, str]) -> None:
+    one_line_error(invoke(["status", "nosuchid"], env), 1, "nosuchid")
+    one_line_error(invoke(["cancel", "nosuchid", "--json"], env), 1, "nosuchid")
+
+
+def test_cancel_then_cancel_again(env: dict[str, str]) -> None:
+    msg_id = invoke(SEND, env).stdout.strip()
+    result = invoke(["cancel", msg_id, "--json"], env)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["state"] == "cancelled"
+    one_line_error(invoke(["cancel", msg_id], env), 1, "cancelled")
+
+
+def test_stats_json_and_table(env: dict[str, str]) -> None:
+    for _ in range(3):
+        invoke(SEND, env)
+    invoke([*SEND, "--urgent"], env)
+    result = invoke(["stats", "--json"], env)
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["states"]["queued"] == 4 and data["idle"] is False
+    [lane] = data["lanes"]
+    assert (lane["device_id"], lane["sim"], lane["urgent"], lane["bulk"]) == (260, 0, 1, 3)
+    table = invoke(["stats"], env)
+    assert table.exit_code == 0 and "Lanes" in table.stdout and "queued" in table.stdout
+
+
+def test_devices_syncs_from_the_gateway(env: dict[str, str], simulator: Simulator) -> None:
+    env = {
+        **env,
+        "RELAY_GATEWAY_URL": simulator.url,
+        "RELAY_GATEWAY_TOKEN": simulator.token,
+        "RELAY_DEVICE_OVERRIDES": '{"261": 0.5}',
+    }
+    result = invoke(["devices", "--json"], env)
+    assert result.exit_code == 0, result.stderr
+    devices = {d["id"]: d for d in json.loads(result.stdout)}
+    assert set(devices) == {260, 261}
+    assert devices[260]["sims"]["0"]["interval_s"] == pytest.approx(0.01)
+    assert devices[261]["sims"]["0"]["overridden"] is True
+    table = invoke(["devices"], env)
+    assert table.exit_code == 0 and "260" in table.stdout and "override" in table.stdout
+
+    bad = {**env, "RELAY_GATEWAY_TOKEN": "wrong-token"}
+    line = one_line_error(invoke(["devices"], bad), 1)
+    assert "wrong-token" not in line
+
+
+# --- settings and Redis ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("RELAY_BATCH_MAX", "many"),
+        ("RELAY_REDIS_URL", "localhost:6379"),
+        ("RELAY_LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_bad_setting_is_one_line_naming_the_variable(var: str, value: str) -> None:
+    one_line_error(invoke(["stats"], {var: value}), 2, var)
+    one_line_error(invoke(SEND, {var: value}), 2, var)
+
+
+def test_env_file_is_read(tmp_path: Path) -> None:
+    env_file = tmp_path / "relay.env"
+    env_file.write_text("RELAY_BATCH_MAX=zero\n")
+    one_line_error(invoke(["--env-file", str(env_file), "stats"]), 2, "RELAY_BATCH_MAX")
+
+
+def test_redis_unreachable_is_one_line_exit_1() -> None:
+    line = one_line_error(invoke(["stats"], {"RELAY_REDIS_URL": DEAD_REDIS}), 1, "Redis")
+    assert "127.0.0.1:1" in line
+    one_line_error(invoke(SEND, {"RELAY_REDIS_URL": DEAD_REDIS}), 1, "Redis")
+
+
+def test_redis_password_is_not_shown() -> None:
+    url = "redis://user:s3cret-pass@127.0.0.1:1/0"
+    line = one_line_error(invoke(["status", "x"], {"RELAY_REDIS_URL": url}), 1, "Redis")
+    assert "s3cret-pass" not in line
+
+
+def test_every_command_has_help() -> None:
+    for command in [
+        "send",
+        "status",
+        "cancel",
+        "stats",
+        "devices",
+        "worker",
+        "reconciler",
+        "run",
+        "simulator",
+        "demo",
+    ]:
+        result = invoke([command, "--help"])
+        assert result.exit_code == 0, (command, result.stderr)
+        assert "Usage:" in result.stdout
+
+
+# --- a real process -------------------------------------------------------------------
+
+
+def relay_process(args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "relay", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_real_process_send_and_status(env: dict[str, str]) -> None:
+    sent = relay_process([*SEND, "--json"], env)
+    assert sent.returncode == 0, sent.stderr
+    [msg_id] = json.loads(sent.stdout)
+    status = relay_process(["status", msg_id, "--json"], env)
+    assert status.returncode == 0 and json.loads(status.stdout)["id"] == msg_id
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code"),
+    [
+        (["stats"], {"RELAY_REDIS_URL": DEAD_REDIS}, 1),
+        (["send", "--to", "+49x", "--body", "b", "--device", "1"], {"RELAY_BATCH_MAX": "-1"}, 2),
+    ],
+)
+def test_real_process_errors_are_one_line(args: list[str], env: dict[str, str], code: int) -> None:
+    proc = relay_process(args, env)
+    assert proc.returncode == code, (args, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stdout == ""
