@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 
 from relay.cli.main import cli
 from relay.keys import Keys
+from relay.settings import ENV_PREFIX, Settings, load_settings
 from relay.simulator import Simulator
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"
@@ -414,3 +415,51 @@ def test_real_process_errors_are_one_line(args: list[str], env: dict[str, str], 
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert proc.stdout == ""
+
+
+# --- deployment files -----------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_env_example_lists_every_setting_with_its_default() -> None:
+
+    text = (ROOT / ".env.example").read_text()
+    defaults = Settings.model_construct()
+    for name, field in Settings.model_fields.items():
+        var = f"{ENV_PREFIX}{name.upper()}"
+        assert f"# {field.description}\n" in text, var
+        value = getattr(defaults, name)
+        if value is None:
+            assert f"# {var}=\n" in text, var
+        else:
+            shown = json.dumps(value) if isinstance(value, dict) else str(value)
+            assert f"\n{var}={shown}\n" in text, var
+    loaded = load_settings(_env_file=ROOT / ".env.example")
+    assert loaded.model_dump() == defaults.model_dump()
+
+
+def test_process_files_run_real_commands() -> None:
+    procfile = dict(
+        line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line
+    )
+    assert procfile == {"worker": "relay worker", "reconciler": "relay reconciler"}
+    for unit, command in [
+        ("relay-worker@.service", "worker"),
+        ("relay-reconciler.service", "reconciler"),
+    ]:
+        text = (ROOT / "deploy" / unit).read_text()
+        for directive in (
+            "EnvironmentFile=",
+            "Restart=always",
+            "KillSignal=SIGTERM",
+            "TimeoutStopSec=",
+            f"bin/relay {command}\n",
+        ):
+            assert directive in text, (unit, directive)
+    compose = (ROOT / "deploy" / "docker-compose.yml").read_text()
+    assert "image: redis:7" in compose and '"--appendonly", "yes"' in compose
+    assert "replicas: 2" in compose and "env_file:" in compose
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in dockerfile and "\nUSER relay\n" in dockerfile
+    assert "pip install /src" in dockerfile
