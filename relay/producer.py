@@ -1,0 +1,245 @@
+"""Producing messages: ``send``, ``send_many`` and ``cancel``.
+
+``send_many`` validates its whole input first (the first bad item raises, naming its
+index, and nothing is stored), then stores it chunk by chunk, each chunk in ONE call of
+``lua/enqueue.lua`` (records, lanes or schedules, counts, events, idempotency keys and
+the lanes' ticket keys, atomically). Only when that call newly set a ticket key does a
+second round trip enqueue the ticket's RQ job (:func:`relay.tickets.enqueue_tickets`).
+``send`` is the same for one message, without the chunk machinery.
+
+``cancel`` takes a waiting message out of its lane or schedule (``lua/cancel.lua``) and
+moves it to ``cancelled`` in the same MULTI, so a crash never leaves it half-cancelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from relay import scripts
+from relay.context import Context
+from relay.errors import ConflictError, NotFoundError, RelayError
+from relay.ids import new_id, new_ids
+from relay.keys import BULK, URGENT, LaneKind
+from relay.log import get_logger
+from relay.states import WAITING_STATES, State
+from relay.store import Message
+from relay.tickets import Arm, enqueue_tickets
+from relay.validation import TimeToSend, ValidMessage, check, validate
+
+log = get_logger(__name__)
+
+#: Attempts at storing a chunk whose fresh ids collide with existing records.
+ID_ATTEMPTS = 8
+DEFAULT_CHUNK = 1000
+#: Separates a message's values in enqueue.lua's ARGV (ASCII unit separator).
+SEP = "\x1f"
+
+Lane = tuple[LaneKind, int, int]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Producer:
+    """Stores send requests in Redis and arms the dispatch tickets of the lanes they join."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.keys = ctx.keys
+        self.settings = ctx.settings
+
+    # --- send ----------------------------------------------------------------------
+
+    def send(
+        self,
+        sendto: str,
+        body: str,
+        device_id: int,
+        sim: int = 0,
+        urgent: bool = False,
+        customerid: int | None = None,
+        timetosend: TimeToSend = None,
+        key: str | None = None,
+    ) -> str:
+        """Validate and store one message; return its id (the first id when ``key`` was seen).
+
+        Raises :class:`relay.errors.ValidationError` (nothing stored) on bad input.
+        """
+        now = self.ctx.clock.now()
+        msg = check(
+            sendto,
+            body,
+            device_id,
+            sim,
+            urgent,
+            customerid,
+            timetosend,
+            key,
+            settings=self.settings,
+            now=now,
+        )
+        return self._store([msg], round(now * 1000))[0]
+
+    def send_many(
+        self, items: Iterable[Mapping[str, Any]], *, chunk_size: int = DEFAULT_CHUNK
+    ) -> list[str]:
+        """Validate every item, then store them in chunks of ``chunk_size``; one id per item.
+
+        Items are mappings of the message fields (``sendto``, ``body``, ``device_id``, ...).
+        An item whose ``key`` was seen before (or earlier in ``items``) gets the first id.
+        """
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        now = self.ctx.clock.now()
+        msgs = [validate(item, self.settings, now, index=i) for i, item in enumerate(items)]
+        ids: list[str] = []
+        for start in range(0, len(msgs), chunk_size):
+            ids += self._store(msgs[start : start + chunk_size], self.ctx.now_ms())
+        log.info("send_many.stored", messages=len(msgs), chunks=-(-len(msgs) // chunk_size))
+        return ids
+
+    def _store(self, msgs: Sequence[ValidMessage], now_ms: int) -> list[str]:
+        """One chunk: one enqueue.lua call (again only if a fresh id was taken), then tickets."""
+        ids = [new_id(now_ms)] if len(msgs) == 1 else new_ids(now_ms, len(msgs))
+        arms: dict[Lane, Arm] = {}
+        for msg in msgs:
+            lane = (msg.kind, msg.device_id, msg.sim)
+            if msg.timetosend is None and lane not in arms:
+                arms[lane] = Arm.new(*lane)
+        for _ in range(ID_ATTEMPTS):
+            keys, args = self._pack(msgs, ids, arms, now_ms)
+            result = scripts.run(self.ctx.conn, "enqueue", keys, args)
+            if int(result[0]) == 1:
+                return self._stored(msgs, result, arms)
+            _renew(ids, [int(pos) - 1 for pos in result[1]], now_ms)
+        raise RuntimeError(f"could not find free message ids in {ID_ATTEMPTS} attempts")
+
+    def _pack(
+        self,
+        msgs: Sequence[ValidMessage],
+        ids: Sequence[str],
+        arms: Mapping[Lane, Arm],
+        now_ms: int,
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of enqueue.lua for ``msgs`` (layout in the script's header)."""
+        k = self.keys
+        keys = [k.counts, k.events, k.lanes, k.sched_due]
+        args: list[Any] = [now_ms, self.settings.events_maxlen, self.settings.idempotency_ttl]
+        for msg, msg_id in zip(msgs, ids, strict=True):
+            kind, dev, sim = msg.kind, msg.device_id, msg.sim
+            idem = k.idem(msg.key) if msg.key is not None else ""
+            if msg.timetosend is None:
+                keys += (k.msg(msg_id), k.lane(kind, dev, sim), k.ticket(kind, dev, sim), idem)
+                job = arms[(kind, dev, sim)].job_id
+            else:
+                keys += (k.msg(msg_id), k.sched(kind, dev, sim), "", idem)
+                job = ""
+            args.append(_packed(msg, msg_id, job))
+        return keys, args
+
+    def _stored(
+        self, msgs: Sequence[ValidMessage], result: Sequence[Any], arms: Mapping[Lane, Arm]
+    ) -> list[str]:
+        """The ids enqueue.lua answered; enqueue the RQ jobs of the tickets it set."""
+        n = len(msgs)
+        ids = [_text(i) for i in result[1 : n + 1]]
+        if len(result) > n + 1:
+            armed = []
+            for pos in result[n + 1 :]:
+                msg = msgs[int(pos) - 1]
+                armed.append(arms[(msg.kind, msg.device_id, msg.sim)])
+            enqueue_tickets(self.ctx.conn, self.keys, armed)
+            log.debug("tickets.armed", lanes=[f"{a.kind}:{a.dev}:{a.sim}" for a in armed])
+        return ids
+
+    # --- cancel --------------------------------------------------------------------
+
+    def cancel(self, msg_id: str) -> Message:
+        """Cancel a ``scheduled`` or ``queued`` message that no worker has claimed yet.
+
+        Raises :class:`NotFoundError` for an unknown id and :class:`ConflictError` (naming
+        the state) for a message claimed by a worker or past waiting.
+        """
+        msg = self._waiting(msg_id)
+        kind: LaneKind = URGENT if msg.urgent else BULK
+        lane = self.keys.lane(kind, msg.device_id, msg.sim)
+        sched = self.keys.sched(kind, msg.device_id, msg.sim)
+        if not self._in_lane_or_schedule(msg_id, lane, sched):
+            raise self._conflict(msg_id, claimed=True)
+        with self.ctx.conn.pipeline(transaction=True) as pipe:
+            scripts.run(pipe, "cancel", [lane, sched], [msg_id])
+            self.ctx.store.transition([msg_id], State.CANCELLED, WAITING_STATES, client=pipe)
+            removed, changed = pipe.execute()
+        if not changed or not int(changed[0]):
+            raise self._conflict(msg_id, claimed=False)
+        if not int(removed):
+            # Claimed between the check and the MULTI: the worker's queued -> submitting
+            # transition now fails for it, so it is not sent.
+            log.warning("cancel.claimed_meanwhile", id=msg_id)
+        log.info("message.cancelled", id=msg_id, was=msg.state.value)
+        cancelled = self.ctx.store.get(msg_id)
+        if cancelled is None:
+            raise NotFoundError(f"message {msg_id} vanished while being cancelled")
+        return cancelled
+
+    def _waiting(self, msg_id: str) -> Message:
+        msg = self.ctx.store.get(msg_id)
+        if msg is None:
+            raise NotFoundError(f"no message {msg_id}")
+        if msg.state not in WAITING_STATES:
+            raise ConflictError(_not_waiting(msg_id, msg.state))
+        return msg
+
+    def _in_lane_or_schedule(self, msg_id: str, lane: str, sched: str) -> bool:
+        with self.ctx.conn.pipeline(transaction=True) as pipe:
+            pipe.lpos(lane, msg_id, rank=-1)
+            pipe.zscore(sched, msg_id)
+            pos, due = pipe.execute()
+        return pos is not None or due is not None
+
+    def _conflict(self, msg_id: str, *, claimed: bool) -> RelayError:
+        msg = self.ctx.store.get(msg_id)
+        if msg is None:
+            return NotFoundError(f"no message {msg_id}")
+        if msg.state in WAITING_STATES and claimed:
+            return ConflictError(
+                f"message {msg_id} is {msg.state.value} but already claimed by a "
+                "worker (about to become submitting); it can no longer be cancelled"
+            )
+        return ConflictError(_not_waiting(msg_id, msg.state))
+
+
+def _not_waiting(msg_id: str, state: State) -> str:
+    return f"message {msg_id} is {state.value}; only scheduled or queued messages can be cancelled"
+
+
+def _packed(msg: ValidMessage, msg_id: str, job: str) -> str:
+    """One message's ARGV entry of enqueue.lua: its values joined by the unit separator
+    (validation keeps control characters out of every field, so it cannot occur in one)."""
+    return SEP.join(
+        (
+            msg_id,
+            msg.sendto,
+            msg.body,
+            str(msg.device_id),
+            str(msg.sim),
+            "1" if msg.urgent else "0",
+            "" if msg.customerid is None else str(msg.customerid),
+            "" if msg.timetosend is None else str(msg.timetosend),
+            msg.key or "",
+            job,
+        )
+    )
+
+
+def _renew(ids: list[str], positions: Iterable[int], now_ms: int) -> None:
+    """Give ``ids`` at ``positions`` fresh values, distinct from every id in the list."""
+    seen = set(ids)
+    for pos in positions:
+        fresh = new_id(now_ms)
+        while fresh in seen:
+            fresh = new_id(now_ms)
+        seen.add(fresh)
+        ids[pos] = fresh
