@@ -1,0 +1,279 @@
+"""Device delays from ``getalldevices``, the settings overrides, and the :class:`Pace` of each
+device/SIM.
+
+The gateway describes each phone with ``delaybetweeneachsms`` (seconds between two SMS; may
+be null) and ``delaybetweenrequest`` (seconds between two polls of the cloud). relay keeps
+the last answer in ``Keys.devices`` (device id → JSON) and the time of that sync in
+``Keys.devices_synced``; whichever process finds the sync older than
+``RELAY_DEVICE_REFRESH`` refreshes it, under a short lease so only one does.
+
+:func:`pace_for` turns those delays into the pacing of one device/SIM: the interval between
+two messages (``RELAY_DEVICE_OVERRIDES`` first, then the device's ``delaybetweeneachsms``,
+then ``RELAY_DEFAULT_SEND_INTERVAL``) and the burst that covers one poll. The delays are
+cached in-process for about a second; the pacing *state* (``tat``) lives only in Redis
+(``lua/claim.lua``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from relay.errors import RelayError
+from relay.log import get_logger
+
+if TYPE_CHECKING:
+    from relay.context import Context
+    from relay.gateway import Device
+    from relay.settings import Settings
+
+log = get_logger(__name__)
+
+CACHE_SECONDS = 1.0
+"""How long one process reuses a device's delays read from Redis."""
+REFRESH_LEASE = "devices-refresh"
+"""Lease name (``Keys.lease``) held by the one process refreshing the devices."""
+RETRY_SECONDS = 30.0
+"""After a failed sync, the next attempt waits this long (or ``device_refresh`` if shorter)."""
+ONLINE_MIN_S = 60.0
+"""A device counts as online when it polled within max(this, 3 polls) of the sync."""
+
+_cache: dict[tuple[str, int], tuple[float, float | None, float | None]] = {}
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How fast relay may hand messages of one device/SIM to the gateway.
+
+    ``interval_s`` seconds between two messages (0: unlimited), ``burst`` messages may go
+    at once (enough to cover one poll of the phone, ``poll_s``). ``overridden`` says the
+    interval comes from ``RELAY_DEVICE_OVERRIDES`` rather than the gateway.
+    """
+
+    interval_s: float
+    burst: int
+    poll_s: float = 0.0
+    overridden: bool = False
+
+    @property
+    def unlimited(self) -> bool:
+        return self.interval_s <= 0
+
+    @property
+    def interval_ms(self) -> int:
+        """The interval in whole ms as the claim script takes it (0: unlimited, else ≥ 1)."""
+        return 0 if self.unlimited else max(1, round(self.interval_s * 1000))
+
+
+def compute_pace(
+    settings: Settings, dev: int, sim: int, each: float | None, poll: float | None
+) -> Pace:
+    """The pace of ``dev``/``sim`` given the gateway's delays (None: not known)."""
+    override = settings.send_interval_override(dev, sim)
+    if override is not None:
+        interval = override
+    elif each is not None and each >= 0:
+        interval = float(each)
+    else:
+        interval = settings.default_send_interval
+    poll_s = float(poll) if poll is not None and poll > 0 else settings.default_poll_interval
+    burst = 1 if interval <= 0 else max(1, math.ceil(poll_s / interval - 1e-9))
+    return Pace(interval_s=interval, burst=burst, poll_s=poll_s, overridden=override is not None)
+
+
+def pace_for(ctx: Context, dev: int, sim: int) -> Pace:
+    """The pace of ``dev``/``sim`` now (delays cached for :data:`CACHE_SECONDS`)."""
+    each, poll = _delays(ctx, dev)
+    return compute_pace(ctx.settings, dev, sim, each, poll)
+
+
+def _delays(ctx: Context, dev: int) -> tuple[float | None, float | None]:
+    """(delaybetweeneachsms, delaybetweenrequest) of ``dev`` from ``Keys.devices``."""
+    now = ctx.clock.now()
+    key = (ctx.keys.prefix, dev)
+    hit = _cache.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1], hit[2]
+    raw = ctx.conn.hget(ctx.keys.devices, str(dev))
+    each, poll = _parse_delays(raw)
+    _cache[key] = (now + CACHE_SECONDS, each, poll)
+    return each, poll
+
+
+def _parse_delays(raw: bytes | str | None) -> tuple[float | None, float | None]:
+    if raw is None:
+        return None, None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None, None
+    return _number(data.get("delaybetweeneachsms")), _number(data.get("delaybetweenrequest"))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def forget_cache(prefix: str | None = None) -> None:
+    """Drop cached delays (of one key prefix, or all): the next :func:`pace_for` reads Redis."""
+    for key in [k for k in _cache if prefix is None or k[0] == prefix]:
+        _cache.pop(key, None)
+
+
+# --- sync ---------------------------------------------------------------------------------
+
+
+def sync_devices(ctx: Context) -> list[Device]:
+    """Fetch ``getalldevices`` and replace ``Keys.devices`` with it; returns the devices.
+
+    Raises the gateway's errors (:class:`relay.errors.GatewayError`) unchanged.
+    """
+    devices = ctx.gateway.get_all_devices()
+    now = ctx.clock.now()
+    mapping: dict[Any, Any] = {str(d.id): json.dumps(_device_json(d, now)) for d in devices}
+    with ctx.conn.pipeline(transaction=True) as pipe:
+        pipe.delete(ctx.keys.devices)
+        if mapping:
+            pipe.hset(ctx.keys.devices, mapping=mapping)
+        pipe.set(ctx.keys.devices_synced, ctx.now_ms())
+        pipe.execute()
+    forget_cache(ctx.keys.prefix)
+    log.info("devices.synced", devices=len(devices))
+    return devices
+
+
+def _device_json(device: Device, now: float) -> dict[str, Any]:
+    """The stored form: the gateway's fields (JSON types) plus ``online`` as of the sync."""
+    data = device.model_dump(mode="json")
+    data["online"] = _online(device, now)
+    return data
+
+
+def _online(device: Device, now: float) -> bool:
+    seen = device.lastseen
+    if seen is None:
+        return False
+    if seen.tzinfo is None:
+        seen = seen.replace(tzinfo=UTC)
+    poll = device.delaybetweenrequest or 0.0
+    return now - seen.timestamp() <= max(ONLINE_MIN_S, 3 * poll)
+
+
+def refresh_if_stale(ctx: Context, *, owner: str | None = None) -> bool:
+    """Sync the devices if the last sync is older than ``RELAY_DEVICE_REFRESH``.
+
+    Only the process that takes the refresh lease syncs; a failed sync is logged and the
+    lease is kept for :data:`RETRY_SECONDS` so the gateway is not asked again at once.
+    Returns True when this call synced.
+    """
+    settings = ctx.settings
+    synced = ctx.conn.get(ctx.keys.devices_synced)
+    if synced is not None and ctx.now_ms() - int(synced) < settings.device_refresh * 1000:
+        return False
+    lease = ctx.keys.lease(REFRESH_LEASE)
+    hold_ms = int(1000 * (settings.gateway_timeout * (settings.gateway_retries + 1) + 10))
+    if not ctx.conn.set(lease, owner or _owner(), nx=True, px=hold_ms):
+        return False
+    try:
+        sync_devices(ctx)
+    except RelayError as exc:
+        retry_ms = int(1000 * min(RETRY_SECONDS, settings.device_refresh))
+        ctx.conn.set(lease, owner or _owner(), xx=True, px=max(1, retry_ms))
+        log.warning("devices.sync_failed", error=str(exc), retry_in_s=retry_ms / 1000)
+        return False
+    ctx.conn.delete(lease)
+    return True
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# --- listing (relay devices) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """One device as ``relay devices`` shows it: the gateway's view and the pace in use.
+
+    ``known`` is False for a device relay has lanes for but the gateway did not list.
+    ``paces`` holds the pace of every SIM slot the device reports or relay has used.
+    """
+
+    id: int
+    title: str | None
+    known: bool
+    online: bool | None
+    lastseen: datetime | None
+    delaybetweeneachsms: float | None
+    delaybetweenrequest: float | None
+    paces: dict[int, Pace] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (``relay devices --json``)."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "known": self.known,
+            "online": self.online,
+            "lastseen": self.lastseen.isoformat() if self.lastseen else None,
+            "delaybetweeneachsms": self.delaybetweeneachsms,
+            "delaybetweenrequest": self.delaybetweenrequest,
+            "sims": {
+                str(sim): {
+                    "interval_s": p.interval_s,
+                    "burst": p.burst,
+                    "unlimited": p.unlimited,
+                    "overridden": p.overridden,
+                }
+                for sim, p in sorted(self.paces.items())
+            },
+        }
+
+
+def list_devices(ctx: Context, sync: bool = True) -> list[DeviceView]:
+    """Every device the gateway lists (synced first with ``sync``) or relay has lanes for."""
+    if sync:
+        sync_devices(ctx)
+    raw = ctx.conn.hgetall(ctx.keys.devices)
+    stored = {int(k): json.loads(v) for k, v in raw.items()}
+    used: dict[int, set[int]] = {}
+    for member in ctx.conn.smembers(ctx.keys.lanes):
+        dev, _, sim = (member.decode() if isinstance(member, bytes) else member).partition(":")
+        if dev.lstrip("-").isdigit() and sim.isdigit():
+            used.setdefault(int(dev), set()).add(int(sim))
+    return [
+        _view(ctx, dev, stored.get(dev), used.get(dev, set()))
+        for dev in sorted(stored.keys() | used.keys())
+    ]
+
+
+def _view(ctx: Context, dev: int, data: dict[str, Any] | None, used: set[int]) -> DeviceView:
+    data = data or {}
+    each = _number(data.get("delaybetweeneachsms"))
+    poll = _number(data.get("delaybetweenrequest"))
+    slots = {
+        int(s["slot"]) for s in data.get("siminfo") or [] if isinstance(s, dict) and "slot" in s
+    }
+    sims = sorted(slots | used) or [0]
+    lastseen = data.get("lastseen")
+    return DeviceView(
+        id=dev,
+        title=data.get("title"),
+        known=bool(data),
+        online=data.get("online") if data else None,
+        lastseen=datetime.fromisoformat(lastseen) if isinstance(lastseen, str) else None,
+        delaybetweeneachsms=each,
+        delaybetweenrequest=poll,
+        paces={sim: compute_pace(ctx.settings, dev, sim, each, poll) for sim in sims},
+    )
