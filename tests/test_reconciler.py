@@ -274,13 +274,13 @@ def test_gateway_errors_never_kill_a_pass(make_simulator: MakeSimulator, make_ct
         report = reconciler.run_once()
         assert report.errors == 1, kind
         assert state_of(ctx, ids[0])[0] == State.SUBMITTED
-    assert _until(lambda: reconciler.run_once() and state_of(ctx, ids[0])[0] == State.DELIVERED)
+    assert wait_until(lambda: reconciler.run_once() and state_of(ctx, ids[0])[0] == State.DELIVERED)
 
 
 # --- several reconcilers, the loop, the process ------------------------------------------
 
 
-def _until(check: Callable[[], object], timeout: float = 20.0) -> bool:
+def wait_until(check: Callable[[], object], timeout: float = 20.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if check():
@@ -311,7 +311,7 @@ def test_several_reconcilers_write_each_change_once(
     for t in threads:
         t.start()
     try:
-        done = _until(lambda: all(state_of(ctx, i)[1] for i in ids), timeout=30)
+        done = wait_until(lambda: all(state_of(ctx, i)[1] for i in ids), timeout=30)
     finally:
         stop.set()
         for t in threads:
@@ -336,8 +336,8 @@ def test_urgent_messages_are_followed_between_full_passes(
         time.sleep(0.2)  # the first (full) pass has run; the next is an hour away
         bulk = submit(ctx, [{"sendto": PHONE, "body": "bulk", "device_id": 261}])
         urgent = submit(ctx, [{"sendto": PHONE, "body": "otp", "urgent": True}])
-        assert _until(lambda: state_of(ctx, urgent[0])[0] == State.DELIVERED)
-        assert _until(lambda: ctx.conn.zcard(ctx.keys.urgent_waiting) == 0)
+        assert wait_until(lambda: state_of(ctx, urgent[0])[0] == State.DELIVERED)
+        assert wait_until(lambda: ctx.conn.zcard(ctx.keys.urgent_waiting) == 0)
     finally:
         stop.set()
         runner.join()
@@ -360,8 +360,8 @@ def test_reconciler_processes_share_devices_and_stop_on_sigterm(
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for _ in range(2)]
     try:
-        done = _until(lambda: all(state_of(ctx, i)[0] == State.DELIVERED for i in ids))
-        running = _until(lambda: ctx.conn.hlen(ctx.keys.processes) == 2)
+        done = wait_until(lambda: all(state_of(ctx, i)[0] == State.DELIVERED for i in ids))
+        running = wait_until(lambda: ctx.conn.hlen(ctx.keys.processes) == 2)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

@@ -1,0 +1,245 @@
+"""Submission recovery: outcome-unknown batches are looked for at the gateway before any
+resend; batches of dead workers are taken over. Simulator over HTTP, both Redis servers."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from relay.clock import FakeClock
+from relay.context import Context, use
+from relay.dispatch import run_ticket
+from relay.errors import OutcomeUnknown
+from relay.keys import BULK, URGENT
+from relay.producer import Producer
+from relay.reconciler import Reconciler
+from relay.recovery import MIN_GRACE, recover_inflight, verify_due
+from relay.states import State
+from relay.tickets import queue
+from tests.fixtures.simulator import MakeSimulator
+from tests.test_reconciler import (
+    PHONE,
+    MakeCtx,
+    claim,
+    events_by_message,
+    make_ctx,
+    outgoing,
+    put_records,
+    state_of,
+    wait_until,
+)
+
+__all__ = ["make_ctx"]  # the fixture, shared with test_reconciler
+
+ITEMS = [{"sendto": PHONE, "body": f"batch {i}", "urgent": i == 0} for i in range(4)]
+
+
+def send_in_doubt(ctx: Context, items: Sequence[dict[str, Any]] = ITEMS) -> tuple[str, list[str]]:
+    """A batch whose addalotofsms failed without an answer: what dispatch leaves behind."""
+    ids = put_records(ctx, items)
+    bid = claim(ctx, ids)
+    with pytest.raises(OutcomeUnknown):
+        ctx.gateway.add_many(outgoing(ctx, ids))
+    ctx.store.transition(ids, State.UNKNOWN, [State.SUBMITTING], fields={"error": "timeout"})
+    ctx.conn.zrem(ctx.keys.inflight, bid)
+    ctx.conn.zadd(ctx.keys.verify, {bid: ctx.now_ms()})
+    return bid, ids
+
+
+def lane(ctx: Context, kind: str = BULK, dev: int = 260, sim: int = 0) -> list[str]:
+    return [i.decode() for i in ctx.conn.lrange(ctx.keys.lane(kind, dev, sim), 0, -1)]  # type: ignore[arg-type]
+
+
+def stored_bodies(make_sim_ledger: Any) -> Counter[str]:
+    return Counter(entry.body for entry in make_sim_ledger())
+
+
+def test_stored_then_dropped_batch_is_found_never_resent(
+    make_simulator: MakeSimulator, make_ctx: MakeCtx
+) -> None:
+    clock = FakeClock()
+    sim = make_simulator(clock=clock)
+    ctx = make_ctx(sim, clock)
+    sim.faults.add("addalotofsms", "drop_after")
+    bid, ids = send_in_doubt(ctx)
+
+    assert verify_due(ctx) == 1
+
+    ledger = {e.body: e.sms_id for e in sim.ledger()}
+    for msg_id, item in zip(ids, ITEMS, strict=True):
+        state, _, sms_id = state_of(ctx, msg_id)
+        assert state == State.SUBMITTED and sms_id == ledger[item["body"]]
+    assert ctx.conn.zcard(ctx.keys.verify) == 0 and not ctx.conn.exists(ctx.keys.batch(bid))
+    assert ctx.conn.zscore(ctx.keys.urgent_waiting, ids[0]) is not None
+    assert sorted(m.decode() for m in ctx.conn.zrange(ctx.keys.pending(260), 0, -1)) == sorted(ids)
+    assert lane(ctx) == [] and lane(ctx, URGENT) == []
+
+    clock.advance(1)
+    Reconciler(ctx).run_once()
+    assert all(state_of(ctx, i)[0] == State.DELIVERED for i in ids)
+    assert all(n == 1 for n in stored_bodies(sim.ledger).values()), "each stored once"
+    assert sim.stats()["requests"]["addalotofsms"] == 1
+
+
+def test_batch_never_stored_goes_back_to_the_lane_head_after_the_grace(
+    make_simulator: MakeSimulator, make_ctx: MakeCtx
+) -> None:
+    clock = FakeClock()
+    sim = make_simulator(clock=clock)
+    ctx = make_ctx(sim, clock, default_poll_interval=2.0, verify_grace=2.0)  # grace 4 s
+    waiting = put_records(ctx, [{"sendto": PHONE, "body": "behind"}])
+    ctx.conn.rpush(ctx.keys.lane(BULK, 260, 0), *waiting)
+    sim.faults.add("addalotofsms", "drop_before")
+    bid, ids = send_in_doubt(ctx)
+
+    clock.advance(1)
+    assert verify_due(ctx) == 0
+    assert all(state_of(ctx, i)[0] == State.UNKNOWN for i in ids)
+    assert ctx.conn.zscore(ctx.keys.verify, bid) == pytest.approx(ctx.now_ms() + 3000, abs=5)
+
+    clock.advance(3.1)
+    assert verify_due(ctx) == 1
+
+    assert lane(ctx, URGENT) == ids[:1]
+    assert lane(ctx) == ids[1:] + waiting, "back at the head, in batch order"
+    for msg_id in ids:
+        message = ctx.store.get(msg_id)
+        assert message is not None and message.state == State.QUEUED and message.attempts == 1
+    for kind in (URGENT, BULK):
+        job_id = ctx.conn.get(ctx.keys.ticket(kind, 260, 0))
+        assert job_id is not None and job_id.decode() in queue(ctx.conn, ctx.keys, kind).job_ids
+    assert ctx.conn.zcard(ctx.keys.verify) == 0 and not ctx.conn.exists(ctx.keys.batch(bid))
+    assert sim.ledger() == []
+
+
+def test_gateway_unavailable_during_verification_waits_and_never_resends(
+    make_simulator: MakeSimulator, make_ctx: MakeCtx
+) -> None:
+    clock = FakeClock()
+    sim = make_simulator(clock=clock)
+    ctx = make_ctx(sim, clock)
+    sim.faults.add("addalotofsms", "drop_before")
+    bid, ids = send_in_doubt(ctx)
+    clock.advance(60)  # long past any grace
+    sim.faults.add("getallsms", "http_503", times=10)
+
+    assert verify_due(ctx) == 0
+    assert all(state_of(ctx, i)[0] == State.UNKNOWN for i in ids)
+    assert lane(ctx) == [] and ctx.conn.zscore(ctx.keys.verify, bid) > ctx.now_ms()
+
+    sim.faults.clear()
+    clock.advance(RETRY_AFTER_FAILURE)
+    assert verify_due(ctx) == 1
+    assert lane(ctx) == ids[1:] and lane(ctx, URGENT) == ids[:1]
+
+
+RETRY_AFTER_FAILURE = 3.0
+
+
+def test_worker_death_recovered_after_the_inflight_timeout(
+    make_simulator: MakeSimulator, make_ctx: MakeCtx
+) -> None:
+    clock = FakeClock()
+    sim = make_simulator(clock=clock)
+    ctx = make_ctx(sim, clock, inflight_timeout=30)
+    # died after the gateway stored the batch, before recording it
+    stored = put_records(ctx, [{"sendto": PHONE, "body": f"stored {i}"} for i in range(3)])
+    stored_bid = claim(ctx, stored)
+    ctx.gateway.add_many(outgoing(ctx, stored))
+    # died right after the claim, before the first transition
+    claimed = put_records(ctx, [{"sendto": PHONE, "body": f"claimed {i}"} for i in range(2)])
+    claimed_bid = claim(ctx, [])
+    ctx.conn.hset(ctx.keys.batch(claimed_bid), "ids", ",".join(claimed))
+    clock.advance(10)
+    young = claim(ctx, put_records(ctx, [{"sendto": PHONE, "body": "young"}]))
+
+    assert recover_inflight(ctx) == 0
+    clock.advance(25)
+    assert recover_inflight(ctx) == 2
+    assert recover_inflight(ctx) == 0, "each batch is taken once"
+
+    assert ctx.conn.zrange(ctx.keys.inflight, 0, -1) == [young.encode()]
+    assert lane(ctx) == claimed, "claimed but never sent: straight back, no attempt"
+    assert all(ctx.store.get(i).attempts == 0 for i in claimed)  # type: ignore[union-attr]
+    assert all(state_of(ctx, i)[0] == State.UNKNOWN for i in stored)
+
+    ctx.conn.delete(ctx.keys.batch(stored_bid))  # the worker wakes late and drops its batch
+    assert verify_due(ctx) == 2
+    ledger = {e.body: e.sms_id for e in sim.ledger()}
+    for msg_id in stored:
+        message = ctx.store.get(msg_id)
+        assert message is not None and message.state == State.SUBMITTED
+        assert message.sms_id == ledger[message.body]
+    assert lane(ctx) == claimed, "nothing put back twice"
+
+
+def test_concurrent_verifiers_settle_each_batch_once(
+    make_simulator: MakeSimulator, make_ctx: MakeCtx
+) -> None:
+    clock = FakeClock()
+    sim = make_simulator(clock=clock)
+    ctx = make_ctx(sim, clock)
+    sim.faults.add("addalotofsms", "drop_before", times=6)
+    batches = [send_in_doubt(ctx, [{"sendto": PHONE, "body": f"b{n}-{i}"} for i in range(5)])
+               for n in range(6)]
+    clock.advance(MIN_GRACE + 60)
+    settled: list[int] = []
+    contexts = [make_ctx(sim, clock) for _ in range(4)]
+    threads = [threading.Thread(target=lambda c=c: settled.append(verify_due(c)))
+               for c in contexts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert sum(settled) == 6
+    every = lane(ctx)
+    assert sorted(every) == sorted(i for _, ids in batches for i in ids)
+    events = events_by_message(ctx)
+    assert all(Counter(s for s, _ in events[i])["queued"] == 1 for i in every)
+
+
+def test_messages_end_rejected_after_the_last_attempt(
+    make_simulator: MakeSimulator, make_ctx: MakeCtx
+) -> None:
+    clock = FakeClock()
+    sim = make_simulator(clock=clock)
+    ctx = make_ctx(sim, clock, max_attempts=2)
+    sim.faults.add("addalotofsms", "drop_before")
+    _, ids = send_in_doubt(ctx, [{"sendto": PHONE, "body": "doomed"}])
+    ctx.conn.hset(ctx.keys.msg(ids[0]), "attempts", 1)
+    clock.advance(60)
+
+    assert verify_due(ctx) == 1
+
+    message = ctx.store.get(ids[0])
+    assert message is not None and message.state == State.REJECTED and message.final
+    assert message.attempts == 2 and message.error
+    assert ctx.conn.zscore(ctx.keys.dead, ids[0]) is not None and lane(ctx) == []
+
+
+def test_dispatch_outcome_unknown_end_to_end(
+    make_simulator: MakeSimulator, make_ctx: MakeCtx
+) -> None:
+    """Producer → dispatch (drop_after: unknown) → verification → reconciler → delivered."""
+    sim = make_simulator()
+    ctx = use(make_ctx(sim, default_send_interval=0))
+    ids = Producer(ctx).send_many([{"sendto": PHONE, "body": f"e2e {i}", "device_id": 260}
+                                   for i in range(5)])
+    sim.faults.add("addalotofsms", "drop_after")
+    ticket = ctx.conn.get(ctx.keys.ticket(BULK, 260, 0))
+    assert ticket is not None
+    run_ticket(BULK, 260, 0, ticket.decode())
+    assert all(state_of(ctx, i)[0] == State.UNKNOWN for i in ids)
+    assert ctx.conn.zcard(ctx.keys.verify) == 1
+
+    ctx.conn.zadd(ctx.keys.verify, {ctx.conn.zrange(ctx.keys.verify, 0, 0)[0]: 0})  # due now
+    assert verify_due(ctx) == 1
+    reconciler = Reconciler(ctx)
+    assert wait_until(lambda: reconciler.run_once() and all(
+        state_of(ctx, i)[0] == State.DELIVERED for i in ids))
+    assert sorted(Counter(e.body for e in sim.ledger()).values()) == [1] * 5
