@@ -93,3 +93,11 @@ class OutcomeUnknown(GatewayError):
     The gateway may or may not have stored the messages: verify with ``getallsms``
     before sending any of them again.
     """
+
+
+class WebhookFailed(RelayError):
+    """A webhook receiver did not accept an event (no 2xx answer, or no answer in time).
+
+    Raised inside the RQ webhook job so RQ retries it with backoff; events already
+    delivered are not sent again. Check the receiver and ``RELAY_WEBHOOK_URL``.
+    """

@@ -1,0 +1,237 @@
+"""The events stream (``Keys.events``) and helpers for the services that read it.
+
+Every state change of a message adds one entry to the stream, in the same Lua script that
+changes the record (``lua/transition.lua``; ``lua/enqueue.lua`` for the first one). The
+stream is capped near ``RELAY_EVENTS_MAXLEN`` entries. An entry's fields:
+
+===============  ==========================================================================
+``id``           the relay message id
+``state``        the state the message moved to (``relay.states.State``)
+``prev``         the state it left (empty for the first event of a message)
+``final``        ``1`` when the message will not change again (``sent`` with ``final`` 1 is
+                 a message whose delivery report never came), else ``0``
+``at``           when, in ms since the epoch
+``device_id``    device the message goes through
+``sim``          SIM slot (0-5)
+``customerid``   the sender's customer id, when given
+``sms_id``       the gateway's id, once known
+``status``       the gateway's last status code, once known
+``statustitle``  the gateway's words for it
+``error``        why a message failed or was rejected
+``urgent``       ``1`` for urgent messages, else ``0``
+===============  ==========================================================================
+
+Fields without a value are left out. The event's own id is the stream entry id
+(``1718000000000-0``): unique, increasing, usable to deduplicate.
+
+Readers use consumer groups, so several processes share the work and nothing is lost when
+one dies: :func:`read_events` creates the group when needed, first takes over entries that
+a dead consumer left unacknowledged for ``min_idle_ms`` (``XAUTOCLAIM``), then reads new
+ones (``XREADGROUP``); :func:`ack` acknowledges what was handled (``XACK``). Delivery is at
+least once: a reader that dies before acknowledging has its entries handed to another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from relay.context import Context
+from relay.log import get_logger
+from relay.states import FINAL_STATES
+
+_log = get_logger("relay.events")
+
+DEFAULT_MIN_IDLE_MS = 60_000
+"""Entries unacknowledged this long (ms) are taken over from their consumer."""
+
+_CLAIM_ROUNDS = 10
+"""XAUTOCLAIM scans the pending list in steps; at most this many steps per read."""
+
+_INT_FIELDS = ("device_id", "sim", "customerid", "sms_id", "status")
+_TEXT_FIELDS = ("statustitle", "error")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class Event:
+    """One state change of one message, as read from the stream."""
+
+    event_id: str
+    id: str
+    state: str
+    prev: str | None
+    final: bool
+    at_ms: int
+    device_id: int | None = None
+    sim: int | None = None
+    customerid: int | None = None
+    sms_id: int | None = None
+    status: int | None = None
+    statustitle: str | None = None
+    error: str | None = None
+    urgent: bool = False
+
+    @classmethod
+    def from_entry(cls, entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> Event:
+        """Parse a stream entry (field values as Redis returns them)."""
+        raw = {_text(k): _text(v) for k, v in fields.items()}
+        ints = {name: int(raw[name]) if raw.get(name) else None for name in _INT_FIELDS}
+        texts = {name: raw.get(name) or None for name in _TEXT_FIELDS}
+        return cls(
+            event_id=_text(entry_id),
+            id=raw.get("id", ""),
+            state=raw.get("state", ""),
+            prev=raw.get("prev") or None,
+            final=raw.get("final") == "1",
+            at_ms=int(raw.get("at") or 0),
+            urgent=raw.get("urgent") == "1",
+            **ints,  # type: ignore[arg-type]
+            **texts,  # type: ignore[arg-type]
+        )
+
+    @property
+    def at(self) -> datetime:
+        """When the change happened (aware, UTC)."""
+        return datetime.fromtimestamp(self.at_ms / 1000, tz=UTC)
+
+    @property
+    def is_final(self) -> bool:
+        """Whether the message ends with this event (a final state, or ``sent`` made final)."""
+        return self.final or self.state in FINAL_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form webhooks send: ``event_id`` first, ``at`` as ISO 8601 and ``at_ms``."""
+        return {
+            "event_id": self.event_id,
+            "id": self.id,
+            "state": self.state,
+            "prev": self.prev,
+            "final": self.final,
+            "at": self.at.isoformat(timespec="milliseconds"),
+            "at_ms": self.at_ms,
+            "device_id": self.device_id,
+            "sim": self.sim,
+            "customerid": self.customerid,
+            "sms_id": self.sms_id,
+            "status": self.status,
+            "statustitle": self.statustitle,
+            "error": self.error,
+            "urgent": self.urgent,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Event:
+        """The inverse of :meth:`to_dict` (webhook jobs carry events in this form)."""
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def ensure_group(ctx: Context, group: str, *, start: str = "0") -> bool:
+    """Create consumer group ``group`` on the stream (and the stream) unless it exists.
+
+    ``start`` is where a new group begins: ``"0"`` (every entry still in the stream) or
+    ``"$"`` (only entries added from now on). Returns True when it was created.
+    """
+    try:
+        ctx.conn.xgroup_create(ctx.keys.events, group, id=start, mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+        return False
+    _log.info("events.group_created", group=group, start=start)
+    return True
+
+
+def _parse(entries: Sequence[Any]) -> list[Event]:
+    """Events of ``[(entry_id, fields), ...]``; entries already trimmed away (no fields) skipped."""
+    return [Event.from_entry(entry_id, fields) for entry_id, fields in entries if fields]
+
+
+def claim_stale(
+    ctx: Context, group: str, consumer: str, *, count: int, min_idle_ms: int
+) -> list[Event]:
+    """Take over up to ``count`` entries unacknowledged for ``min_idle_ms`` (``XAUTOCLAIM``).
+
+    Entries trimmed from the stream while pending are acknowledged, so they stop coming back.
+    """
+    events: list[Event] = []
+    cursor: Any = "0-0"
+    for _ in range(_CLAIM_ROUNDS):
+        answer: Any = ctx.conn.xautoclaim(
+            ctx.keys.events, group, consumer, min_idle_time=min_idle_ms,
+            start_id=cursor, count=count - len(events),
+        )
+        cursor, entries = answer[0], answer[1]
+        gone = [entry_id for entry_id, fields in entries if not fields]
+        if gone:
+            ctx.conn.xack(ctx.keys.events, group, *gone)
+        events += _parse(entries)
+        if len(events) >= count or _text(cursor) == "0-0":
+            break
+    return events
+
+
+def read_events(
+    ctx: Context,
+    group: str,
+    consumer: str,
+    count: int = 100,
+    block_ms: int | None = None,
+    *,
+    min_idle_ms: int = DEFAULT_MIN_IDLE_MS,
+    start: str = "0",
+) -> list[Event]:
+    """Up to ``count`` events for ``consumer`` of ``group``: stale ones first, then new ones.
+
+    Creates the group when missing (from ``start``). ``block_ms`` waits that long for new
+    entries when none is there (None: do not wait). Acknowledge handled events with
+    :func:`ack`; unacknowledged ones go to whichever reader asks after ``min_idle_ms``.
+    """
+    try:
+        return _read(ctx, group, consumer, count, block_ms, min_idle_ms)
+    except redis.ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+    ensure_group(ctx, group, start=start)
+    return _read(ctx, group, consumer, count, block_ms, min_idle_ms)
+
+
+def _read(
+    ctx: Context, group: str, consumer: str, count: int, block_ms: int | None, min_idle_ms: int
+) -> list[Event]:
+    events = claim_stale(ctx, group, consumer, count=count, min_idle_ms=min_idle_ms)
+    if len(events) >= count:
+        return events
+    answer: Any = ctx.conn.xreadgroup(
+        group, consumer, {ctx.keys.events: ">"}, count=count - len(events), block=block_ms
+    )
+    for _stream, entries in answer or []:
+        events += _parse(entries)
+    return events
+
+
+def ack(ctx: Context, group: str, event_ids: Sequence[str]) -> int:
+    """Acknowledge ``event_ids`` for ``group``; returns how many were pending."""
+    if not event_ids:
+        return 0
+    return int(ctx.conn.xack(ctx.keys.events, group, *event_ids))
+
+
+def pending_ids(ctx: Context, group: str, event_ids: Sequence[str]) -> set[str]:
+    """Which of ``event_ids`` are still unacknowledged in ``group``."""
+    pipe = ctx.conn.pipeline(transaction=False)
+    for event_id in event_ids:
+        pipe.xpending_range(ctx.keys.events, group, min=event_id, max=event_id, count=1)
+    return {
+        event_id
+        for event_id, found in zip(event_ids, pipe.execute(), strict=True)
+        if found
+    }
