@@ -189,7 +189,7 @@ def test_concurrent_promoters_never_duplicate(
     in_lanes: Counter[str] = Counter()
     for dev in (260, 261, 262):
         for kind in ("u", "b"):
-            in_lanes.update(lane(redis_conn, keys.lane(kind, dev, 0)))  # type: ignore[arg-type]
+            in_lanes.update(lane(redis_conn, keys.lane(kind, dev, 0)))
     assert in_lanes == Counter(ids)
     assert states(redis_conn, keys) == {"queued": 600}
     queued_events = Counter(
