@@ -21,9 +21,10 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
@@ -31,6 +32,9 @@ from relay.clock import SYSTEM_CLOCK, Clock
 from relay.errors import RelayError
 from relay.log import get_logger
 from relay.settings import ENV_PREFIX, Settings
+
+if TYPE_CHECKING:
+    from relay.context import Context
 
 log = get_logger(__name__)
 
@@ -148,6 +152,19 @@ class Runner:
         """Pids of the children running now."""
         return [c.proc.pid for c in self.children if c.proc is not None and c.proc.poll() is None]
 
+    def wait_ready(self, ctx: Context, timeout: float) -> bool:
+        """Wait until every child wrote its heartbeat (``Keys.processes``); False on timeout.
+
+        Workers beat as their scheduler thread starts, the reconciler after its first pass.
+        """
+        deadline = self.clock.now() + timeout
+        while self.clock.now() < deadline:
+            self.supervise()
+            if set(self.alive()) == {c.proc.pid for c in self.children if c.proc} <= _beating(ctx):
+                return True
+            self.clock.sleep(0.1)
+        return False
+
     def stop(self) -> None:
         """SIGTERM every child, wait up to ``stop_timeout``, SIGKILL what is left."""
         running = [c.proc for c in self.children if c.proc is not None and c.proc.poll() is None]
@@ -166,22 +183,44 @@ class Runner:
         log.info("children_stopped", count=len(running))
 
 
+def _beating(ctx: Context) -> set[int]:
+    """Pids of the relay processes with a heartbeat in ``Keys.processes``."""
+    pids: set[int] = set()
+    for raw in ctx.conn.hvals(ctx.keys.processes):
+        try:
+            pid = json.loads(raw).get("pid")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(pid, int):
+            pids.add(pid)
+    return pids
+
+
 def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         proc.send_signal(sig)
 
 
-def install_stop_handlers(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT set ``stop`` (main thread only; elsewhere a no-op)."""
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
+    """While inside, SIGTERM and SIGINT set ``stop`` (main thread only; elsewhere a no-op).
+
+    The previous handlers come back on exit.
+    """
     if threading.current_thread() is not threading.main_thread():
+        yield stop
         return
 
     def handler(signum: int, _frame: Any) -> None:
         log.info("stop_requested", signal=signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def run(
@@ -214,7 +253,7 @@ def run(
                 log.info("run_idle")
                 return True
             if deadline is not None and clock.now() >= deadline:
-                log.warning("run_timeout", timeout=timeout)
+                log.info("run_timeout", timeout=timeout)
                 return False
             stop.wait(IDLE_POLL_S)
         return True

@@ -9,8 +9,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -463,3 +467,106 @@ def test_process_files_run_real_commands() -> None:
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "FROM python:3.11-slim" in dockerfile and "\nUSER relay\n" in dockerfile
     assert "pip install /src" in dockerfile
+
+
+# --- relay run ------------------------------------------------------------------------
+
+
+def gateway_env(env: dict[str, str], sim: Simulator) -> dict[str, str]:
+    return {
+        **env,
+        "RELAY_GATEWAY_URL": sim.url,
+        "RELAY_GATEWAY_TOKEN": sim.token,
+        "RELAY_RECONCILE_INTERVAL": "0.3",
+        "RELAY_RECONCILE_URGENT_INTERVAL": "0.2",
+        "RELAY_LOG_LEVEL": "WARNING",
+    }
+
+
+def test_run_until_idle_finishes_every_message(
+    env: dict[str, str], redis_url: str, simulator: Simulator
+) -> None:
+    env = gateway_env(env, simulator)
+    ids = [invoke([*SEND[:-1], dev, "--json"], env) for dev in ("260", "261", "260")]
+    ids = [json.loads(r.stdout)[0] for r in ids]
+    result = invoke(["run", "--workers", "2", "--until-idle", "--timeout", "60"], env)
+    assert result.exit_code == 0, result.stderr
+    for msg_id in ids:
+        data = record(redis_url, env["RELAY_KEY_PREFIX"], msg_id)
+        assert data["state"] == "delivered" and data["final"] == "1", data
+    assert sorted(e.body for e in simulator.ledger()) == ["hello"] * 3
+
+
+def test_run_until_idle_times_out_with_one_line(env: dict[str, str], simulator: Simulator) -> None:
+    env = gateway_env(env, simulator)
+    assert invoke([*SEND, "--at", "2099-01-01"], env).exit_code == 0  # never final before 2099
+    result = invoke(["run", "--until-idle", "--timeout", "2"], env)
+    one_line_error(result, 1, "not idle after 2 s", "1 scheduled")
+    assert simulator.ledger() == []
+
+
+def test_run_timeout_needs_until_idle(env: dict[str, str]) -> None:
+    one_line_error(invoke(["run", "--timeout", "3"], env), 2, "--until-idle")
+
+
+# --- worker and reconciler ------------------------------------------------------------
+
+
+def test_worker_burst_then_reconciler_once(
+    env: dict[str, str], redis_url: str, simulator: Simulator
+) -> None:
+    env = gateway_env(env, simulator)
+    msg_id = invoke([*SEND, "--urgent"], env).stdout.strip()
+    proc = relay_process(["worker", "--burst"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert record(redis_url, env["RELAY_KEY_PREFIX"], msg_id)["state"] == "submitted"
+    assert len(simulator.ledger()) == 1
+
+    for _ in range(100):  # the phone sends within a few polls; each pass reads what it did
+        result = invoke(["reconciler", "--once"], env)
+        assert result.exit_code == 0, result.stderr
+        report = json.loads(result.stdout)
+        if record(redis_url, env["RELAY_KEY_PREFIX"], msg_id)["state"] == "delivered":
+            break
+        time.sleep(0.1)
+    assert record(redis_url, env["RELAY_KEY_PREFIX"], msg_id)["final"] == "1"
+    assert report["devices"] >= 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_reconciler_serves_metrics_and_stops_on_sigterm(env: dict[str, str]) -> None:
+    invoke(SEND, env)
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    full_env.update(env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay", "reconciler", "--metrics-port", str(port)],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        text = ""
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    text = r.read().decode()
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert "relay_stats_up 1.0" in text
+        assert 'relay_lane_depth{device="260",lane="bulk",sim="0"} 1.0' in text
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 0, stderr
+        assert "Traceback" not in stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

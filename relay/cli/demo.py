@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
 import click
 
-from relay.cli.common import print_json, stdout
+from relay.cli.common import fail, print_json, stdout
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from relay.demo import OnUpdate
 
 
 @click.command("demo")
@@ -30,20 +39,40 @@ from relay.cli.common import print_json, stdout
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the closing summary as JSON.")
 def demo(size: int, workers: int, timeout: float, live: bool | None, as_json: bool) -> None:
-    """Run relay end to end: embedded Redis, gateway simulator, workers, reconciler, mixed load."""
+    """Run relay end to end: embedded Redis, gateway simulator, workers, reconciler, mixed load.
+
+    Set RELAY_REDIS_URL to use a real Redis server instead (the demo's keys are removed after).
+    """
     from relay.cli.render import summary_view
     from relay.demo import DemoConfig, run_demo
+    from relay.log import configure
 
+    configure("WARNING", json=False)
     console = stdout()
-    show_live = console.is_terminal if live is None else live
+    show_live = (console.is_terminal if live is None else live) and not as_json
     config = DemoConfig(bulk=size, workers=workers, timeout=timeout)
-    summary = run_demo(config, console=console if show_live and not as_json else None)
+    with _live(console if show_live else None) as on_update:
+        summary = run_demo(config, on_update=on_update)
     if as_json:
         print_json(summary.to_dict())
     else:
         console.print(summary_view(summary))
     if not summary.complete:
-        raise click.exceptions.Exit(1)
+        fail(f"not every message was final after {timeout:g} s (worker logs: {summary.log_path})")
+
+
+@contextmanager
+def _live(console: Console | None) -> Iterator[OnUpdate | None]:
+    """A rich Live view fed by the demo's updates (nothing without a console)."""
+    if console is None:
+        yield None
+        return
+    from rich.live import Live
+
+    from relay.cli.render import demo_view
+
+    with Live(console=console, refresh_per_second=4) as live:
+        yield lambda stats, elapsed: live.update(demo_view(stats, elapsed))
 
 
 COMMANDS = [demo]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import threading
 from collections.abc import Iterator
@@ -58,8 +59,22 @@ def worker(burst: bool, processes: int, metrics_port: int | None) -> None:
     """Run dispatch workers: RQ workers on the urgent then bulk queue, with the scheduler thread."""
     from relay.worker import run_worker
 
-    with open_context(quiet=False) as ctx, _metrics(ctx, metrics_port):
-        run_worker(ctx.settings, burst=burst, processes=processes, metrics_port=None)
+    with open_context(quiet=False) as ctx:  # settings and Redis checked: one-line errors
+        settings = ctx.settings
+    port = metrics_port or settings.metrics_port
+    with _port_errors(port):
+        run_worker(settings, burst=burst, processes=processes, metrics_port=port)
+
+
+@contextmanager
+def _port_errors(port: int | None) -> Iterator[None]:
+    """A metrics port that cannot be bound becomes a one-line error."""
+    try:
+        yield
+    except OSError as exc:
+        if port is None or exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+            raise
+        fail(f"cannot serve metrics on port {port}: {exc.strerror or exc}")
 
 
 @click.command("reconciler")
@@ -68,16 +83,14 @@ def worker(burst: bool, processes: int, metrics_port: int | None) -> None:
 def reconciler(once: bool, metrics_port: int | None) -> None:
     """Follow submitted messages at the gateway and write their statuses back."""
     from relay.reconciler import Reconciler
-    from relay.runner import install_stop_handlers
+    from relay.runner import stop_on_signals
 
     with open_context(quiet=False) as ctx:
         rec = Reconciler(ctx)
         if once:
             print_json(_plain(rec.run_once()))
             return
-        stop = threading.Event()
-        install_stop_handlers(stop)
-        with _metrics(ctx, metrics_port):
+        with stop_on_signals(threading.Event()) as stop, _metrics(ctx, metrics_port):
             rec.run(stop)
 
 
@@ -114,9 +127,11 @@ def run(workers: int, until_idle: bool, timeout: float | None, metrics_port: int
     if timeout is not None and not until_idle:
         raise click.UsageError("--timeout goes with --until-idle")
     settings = state().settings()
-    stop = threading.Event()
-    runner.install_stop_handlers(stop)
-    with open_context(settings, quiet=False) as ctx, _metrics(ctx, metrics_port):
+    with (
+        runner.stop_on_signals(threading.Event()) as stop,
+        open_context(settings, quiet=False) as ctx,
+        _metrics(ctx, metrics_port),
+    ):
         idle = runner.run(
             settings, workers=workers, until_idle=until_idle, timeout=timeout, stop=stop
         )

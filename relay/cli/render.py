@@ -14,6 +14,7 @@ from rich.text import Text
 from relay.states import State
 
 if TYPE_CHECKING:
+    from relay.demo import DemoSummary
     from relay.stats import LaneStats, Stats
 
 STATE_STYLES = {
@@ -144,3 +145,42 @@ def stats_view(stats: Stats) -> RenderableType:
     at = datetime.fromtimestamp(stats.at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     footer = f"[dim]{at} · {'idle' if stats.idle else 'working'}[/]"
     return Group(lanes_table(stats), states_table(stats), footer)
+
+
+def summary_view(summary: DemoSummary) -> RenderableType:
+    """The demo's closing summary."""
+    table = Table(title="relay demo: summary", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+
+    def secs(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1000:.0f} ms"
+
+    verdict = "[green]every message final[/]" if summary.complete else "[red]timed out[/]"
+    table.add_row("result", f"{verdict} after {summary.elapsed:.1f} s")
+    table.add_row("messages", str(summary.total))
+    for name, count in summary.states.items():
+        table.add_row(Text.from_markup(f"  {_state_text(name)}"), str(count))
+    table.add_row("urgent latency p50", secs(summary.urgent_latency_p50))
+    table.add_row("urgent latency p99", secs(summary.urgent_latency_p99))
+    table.add_row("gateway calls (addalotofsms)", str(summary.gateway_calls))
+    table.add_row("messages per call", f"{summary.per_call:.1f}")
+    per_phone = ", ".join(f"{d}: {n}" for d, n in sorted(summary.per_device.items()))
+    table.add_row("stored per phone", per_phone)
+    table.add_row("redis", summary.redis)
+    table.add_row("worker logs", Text(summary.log_path))
+    return table
+
+
+def demo_view(stats: Stats, elapsed: float) -> RenderableType:
+    """The demo's live screen: a header line, the lanes, and the states on one line."""
+    finished = sum(stats.states.values()) - stats.open_messages - stats.awaiting
+    head = (
+        f"[bold]relay demo[/] · {elapsed:5.1f} s · {stats.queued + stats.scheduled} waiting in "
+        f"relay · {stats.inflight} in flight · {stats.awaiting} awaiting a status · "
+        f"{finished} finished"
+    )
+    states = " · ".join(
+        f"{_state_text(name)} {count}" for name, count in stats.states.items() if count
+    )
+    return Group(head, lanes_table(stats), states or "no messages yet")
