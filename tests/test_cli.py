@@ -23,6 +23,7 @@ import redis
 from click.testing import CliRunner, Result
 
 from relay.cli.main import cli
+from relay.clock import SystemClock
 from relay.keys import Keys
 from relay.settings import ENV_PREFIX, Settings, load_settings
 from relay.simulator import Simulator
@@ -309,6 +310,25 @@ def test_stats_json_and_table(env: dict[str, str]) -> None:
     assert table.exit_code == 0 and "Lanes" in table.stdout and "queued" in table.stdout
 
 
+def test_stats_watch_refreshes_until_ctrl_c(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks: list[float] = []
+
+    def sleep(_clock: SystemClock, seconds: float) -> None:
+        ticks.append(seconds)
+        if len(ticks) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(SystemClock, "sleep", sleep)
+    invoke(SEND, env)
+    result = invoke(["stats", "--watch"], env)
+    assert result.exit_code == 0, result.stderr
+    assert ticks == [1.0, 1.0, 1.0]
+    assert "Lanes" in result.stdout and "queued 1" in result.stdout
+    one_line_error(invoke(["stats", "--watch", "--json"], env), 2, "--watch")
+
+
 def test_devices_syncs_from_the_gateway(env: dict[str, str], simulator: Simulator) -> None:
     env = {
         **env,
@@ -570,3 +590,47 @@ def test_reconciler_serves_metrics_and_stops_on_sigterm(env: dict[str, str]) -> 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --- simulator ------------------------------------------------------------------------
+
+
+def test_simulator_command_serves_the_gateway() -> None:
+    from relay.gateway import GatewayClient
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "relay",
+            "simulator",
+            "--port",
+            "0",
+            "--json",
+            "--devices",
+            "601:0.2:0.05;602:0.5:-",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = json.loads(proc.stdout.readline())
+        settings = load_settings(gateway_url=banner["url"], gateway_token=banner["token"])
+        with GatewayClient.from_settings(settings) as client:
+            devices = {d.id: d for d in client.get_all_devices()}
+        assert set(devices) == {601, 602}
+        assert devices[601].delaybetweeneachsms == pytest.approx(0.05)
+        assert devices[602].delaybetweeneachsms is None
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_simulator_bad_devices_spec_is_a_usage_error() -> None:
+    one_line_error(invoke(["simulator", "--devices", "phone:1"]), 2, "--devices", "phone:1")

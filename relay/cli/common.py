@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,19 +40,16 @@ class CliState:
     env_file: Path | None = None
     _settings: Settings | None = field(default=None, repr=False)
 
-    def settings(self, **overrides: Any) -> Settings:
-        """Settings from the environment and ``--env-file`` (or ``.env``).
+    def settings(self) -> Settings:
+        """Settings from the environment and ``--env-file`` (or ``.env``), read once.
 
         Raises :class:`ConfigError` naming the variable.
         """
-        if self._settings is None or overrides:
-            extra: dict[str, Any] = dict(overrides)
+        if self._settings is None:
+            extra: dict[str, Any] = {}
             if self.env_file is not None:
                 extra["_env_file"] = str(self.env_file)
-            settings = load_settings(**extra)
-            if overrides:
-                return settings
-            self._settings = settings
+            self._settings = load_settings(**extra)
         return self._settings
 
 
@@ -182,8 +178,3 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     redis.RedisError,
 )
 """Errors a user can cause: reported as one line, never a traceback."""
-
-
-def flush_and_exit(code: int) -> NoReturn:
-    sys.stdout.flush()
-    sys.exit(code)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.console import RenderableType
 from rich.table import Table
 
 from relay.cli.common import open_context, open_relay, print_json, stdout
 from relay.cli.render import message_table, stats_view
+from relay.clock import Clock
 
 if TYPE_CHECKING:
     from relay.store import Message
@@ -57,18 +58,19 @@ def stats(as_json: bool, watch: bool) -> None:
         if as_json:
             print_json(collect(ctx).to_dict())
         elif watch:
-            _watch(lambda: stats_view(collect(ctx)))
+            _watch(lambda: stats_view(collect(ctx), compact=True), ctx.clock)
         else:
             stdout().print(stats_view(collect(ctx)))
 
 
-def _watch(render: Any) -> None:
+def _watch(render: Callable[[], RenderableType], clock: Clock) -> None:
+    """Show ``render()`` and refresh it every second until Ctrl-C."""
     from rich.live import Live
 
     try:
         with Live(render(), console=stdout(), refresh_per_second=4, screen=False) as live:
             while True:
-                time.sleep(1.0)
+                clock.sleep(1.0)
                 live.update(render())
     except KeyboardInterrupt:
         return

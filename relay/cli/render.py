@@ -140,11 +140,19 @@ def states_table(stats: Stats) -> Table:
     return table
 
 
-def stats_view(stats: Stats) -> RenderableType:
-    """The ``relay stats`` screen: lanes, then states, then when it was read."""
+def states_line(stats: Stats) -> str:
+    """Messages per state on one line (states with none left out)."""
+    parts = [f"{_state_text(name)} {count}" for name, count in stats.states.items() if count]
+    return "messages: " + (" · ".join(parts) or "none")
+
+
+def stats_view(stats: Stats, *, compact: bool = False) -> RenderableType:
+    """The ``relay stats`` screen: lanes, then states (a table, or one line when ``compact``),
+    then when it was read."""
     at = datetime.fromtimestamp(stats.at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     footer = f"[dim]{at} · {'idle' if stats.idle else 'working'}[/]"
-    return Group(lanes_table(stats), states_table(stats), footer)
+    states = states_line(stats) if compact else states_table(stats)
+    return Group(lanes_table(stats), states, footer)
 
 
 def summary_view(summary: DemoSummary) -> RenderableType:
@@ -180,7 +188,4 @@ def demo_view(stats: Stats, elapsed: float) -> RenderableType:
         f"relay · {stats.inflight} in flight · {stats.awaiting} awaiting a status · "
         f"{finished} finished"
     )
-    states = " · ".join(
-        f"{_state_text(name)} {count}" for name, count in stats.states.items() if count
-    )
-    return Group(head, lanes_table(stats), states or "no messages yet")
+    return Group(head, lanes_table(stats), states_line(stats))
