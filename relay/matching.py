@@ -221,6 +221,12 @@ class Fetch:
     requests: int = 0
     complete: bool = True
 
+    def add(self, other: Fetch) -> None:
+        """Take in the records (and the requests and completeness) of another fetch."""
+        self.records.update(other.records)
+        self.requests += other.requests
+        self.complete = self.complete and other.complete
+
 
 def _utc(second: int) -> datetime:
     return datetime.fromtimestamp(second, tz=UTC)
@@ -232,14 +238,16 @@ def fetch_records(
     begin: float,
     end: float,
     *,
+    phone: str | None = None,
     before_request: Callable[[], None] | None = None,
 ) -> Fetch:
-    """Every record of ``device_id`` created between ``begin`` and ``end`` (epoch s, inclusive).
+    """Every record of ``device_id`` created between ``begin`` and ``end`` (epoch s, inclusive),
+    only those to ``phone`` when given.
 
     Dates go as whole UTC seconds. When an answer's ``count`` exceeds the records it holds
     (the gateway caps answers), the window is split in halves and each half asked again,
     down to one second; a one-second window still capped is kept as it is (``complete``
-    False, logged).
+    False, logged): :func:`find_matches` then asks by phone.
     """
     fetch = Fetch()
     stack = [(int(begin // 1), int(-(-end // 1)))]
@@ -247,9 +255,8 @@ def fetch_records(
         first, last = stack.pop()
         if before_request is not None:
             before_request()
-        answer = ctx.gateway.get_all_sms(
-            device_id=device_id, begindate=_utc(first), enddate=_utc(last), timezone="UTC"
-        )
+        answer = ctx.gateway.get_all_sms(device_id=device_id, begindate=_utc(first),
+                                         enddate=_utc(last), phone=phone, timezone="UTC")
         fetch.requests += 1
         if answer.more_available and last > first:
             middle = (first + last) // 2
@@ -258,7 +265,7 @@ def fetch_records(
         if answer.more_available:
             fetch.complete = False
             _log.warning("matching.window_capped", device=device_id, second=first,
-                         count=answer.count, returned=len(answer.records))
+                         count=answer.count, returned=len(answer.records), by_phone=bool(phone))
         fetch.records.update((record.id, record) for record in answer.records)
     return fetch
 
@@ -311,6 +318,40 @@ def record_matches(
         args += [mid, obs.sms_id, obs.status, obs.title]
     result = scripts.run(ctx.conn, "match", keys, args)
     return {mid for (mid, _), ok in zip(found, result, strict=True) if ok}
+
+
+PHONE_LOOKUPS = 100
+"""Most recipients asked for one by one per call of :func:`find_matches`."""
+
+
+def find_matches(
+    ctx: Context,
+    dev: int,
+    messages: Sequence[Submitted],
+    fetch: Fetch,
+    *,
+    window: float,
+    before_request: Callable[[], None] | None = None,
+) -> dict[str, SmsRecord]:
+    """:func:`match` ``messages`` to ``fetch``'s records not yet matched to another message.
+
+    When ``fetch`` is incomplete (a second held more records than the gateway answers),
+    the messages still unmatched are looked for by recipient (``getallsms`` with ``phone``,
+    at most :data:`PHONE_LOOKUPS` recipients); the records found join ``fetch``.
+    """
+    taken = taken_sms_ids(ctx, dev, list(fetch.records))
+    found = match(messages, fetch.records.values(), window=window, taken=taken)
+    missing = [m for m in messages if m.id not in found]
+    if fetch.complete or not missing:
+        return found
+    by_phone: dict[str, list[float]] = defaultdict(list)
+    for m in missing:
+        by_phone[m.sendto].append(m.submitted)
+    for phone, times in list(by_phone.items())[:PHONE_LOOKUPS]:
+        fetch.add(fetch_records(ctx, dev, min(times) - window, max(times) + window,
+                                phone=phone, before_request=before_request))
+    taken = taken_sms_ids(ctx, dev, list(fetch.records))
+    return match(messages, fetch.records.values(), window=window, taken=taken)
 
 
 INDEX_PRUNE_STEP = 200

@@ -25,15 +25,14 @@ call, given back after the device, left to expire if the process dies):
 Passes run every ``RELAY_RECONCILE_INTERVAL`` seconds, and while ``Keys.urgent_waiting`` is
 not empty the devices of those messages get a pass every ``RELAY_RECONCILE_URGENT_INTERVAL``
 seconds. A gateway or Redis error ends the pass (logged) and the next one waits longer
-(capped exponential backoff); nothing but SIGTERM/SIGINT (or ``stop_event``) ends the loop.
+(capped exponential backoff); only ``stop_event`` ends :meth:`Reconciler.run` (``relay
+reconciler`` sets it on SIGTERM/SIGINT).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import signal
 import socket
 import threading
 import uuid
@@ -46,16 +45,15 @@ import redis
 from relay import scripts
 from relay.context import Context
 from relay.errors import GatewayError, GatewayRejected
-from relay.gateway.models import SmsRecord
 from relay.log import get_logger
 from relay.matching import (
+    Fetch,
     Observation,
     Submitted,
     fetch_records,
-    match,
+    find_matches,
     prune_index,
     record_matches,
-    taken_sms_ids,
     windows_for,
 )
 from relay.states import FINAL_STATES, STATUS_TITLES, State, state_for_code
@@ -70,6 +68,7 @@ STRAGGLER_BUDGET = 50
 MAX_LOAD = 5000
 """Most pending messages of one device looked at per pass: this many oldest and newest."""
 MAX_BACKOFF = 60.0
+_NOT_WAITING = {s.value.encode() for s in FINAL_STATES | {State.SENT}}
 
 
 def process_name(kind: str) -> str:
@@ -139,6 +138,7 @@ class Reconciler:
         s = ctx.settings
         self.lease_ms = int((s.gateway_timeout * (s.gateway_retries + 1) + 30) * 1000)
         self._prune_cursor: dict[int, int] = {}
+        self._running = False
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -147,6 +147,7 @@ class Reconciler:
         stop = stop_event or threading.Event()
         settings = self.ctx.settings
         last_full, failures = float("-inf"), 0
+        self._running = True
         _log.info("reconciler.start", name=self.name)
         while not stop.is_set():
             now = self.ctx.clock.now()
@@ -165,6 +166,7 @@ class Reconciler:
             if failures:
                 wait = min(MAX_BACKOFF, max(wait, 0.5) * 2 ** min(failures, 10))
             stop.wait(wait)
+        self._running = False
         self.ctx.conn.hdel(self.ctx.keys.processes, self.name)
         _log.info("reconciler.stop", name=self.name)
 
@@ -203,14 +205,26 @@ class Reconciler:
         return [dev for dev, n in zip(ordered, pipe.execute(), strict=True) if n]
 
     def urgent_devices(self, limit: int = 1000) -> set[int]:
-        """Devices of the urgent messages submitted and not yet sent."""
+        """Devices of the urgent messages submitted and not yet sent.
+
+        Ids whose record is gone, or that are already sent or final, leave the set here
+        (so a message settled by someone else never keeps the fast passes going).
+        """
         conn, keys = self.ctx.conn, self.ctx.keys
         rows: Any = conn.zrange(keys.urgent_waiting, 0, limit - 1)
         ids = [i.decode() for i in rows]
         pipe = conn.pipeline(transaction=False)
         for msg_id in ids:
-            pipe.hget(keys.msg(msg_id), "device_id")
-        return {int(dev) for dev in pipe.execute() if dev}
+            pipe.hmget(keys.msg(msg_id), ["device_id", "state", "final"])
+        devices, stale = set(), []
+        for msg_id, (dev, state, final) in zip(ids, pipe.execute(), strict=True):
+            if dev is None or final == b"1" or state in _NOT_WAITING:
+                stale.append(msg_id)
+            else:
+                devices.add(int(dev))
+        if stale:
+            conn.zrem(keys.urgent_waiting, *stale)
+        return devices
 
     # --- one device ----------------------------------------------------------------------
 
@@ -256,14 +270,13 @@ class Reconciler:
         followed = [t for t in live if t.sms_id is not None and t.submitted_ms >= horizon]
         stale = [t for t in live if t.sms_id is not None and t.submitted_ms < horizon]
         margin = self.ctx.settings.match_window
-        records: dict[int, SmsRecord] = {}
+        fetch = Fetch()
         for begin, end in windows_for([t.submitted for t in unmatched + followed], margin):
-            fetch = fetch_records(self.ctx, dev, begin, end, before_request=lease.renew)
-            records.update(fetch.records)
-            report.requests += fetch.requests
-        taken = taken_sms_ids(self.ctx, dev, list(records))
-        found = match([t.as_submitted() for t in unmatched], records.values(),
-                      window=margin, taken=taken)
+            fetch.add(fetch_records(self.ctx, dev, begin, end, before_request=lease.renew))
+        found = find_matches(self.ctx, dev, [t.as_submitted() for t in unmatched], fetch,
+                             window=margin, before_request=lease.renew)
+        report.requests += fetch.requests
+        records = fetch.records
         observed = {mid: Observation.of(record) for mid, record in found.items()}
         for t in followed:
             record = records.get(t.sms_id or 0)
@@ -298,10 +311,14 @@ class Reconciler:
         return observed
 
     def heartbeat(self) -> None:
-        """``Keys.processes``: this reconciler is alive (the sweep frees leases of dead ones)."""
+        """``Keys.processes``: this reconciler is alive (the sweep frees leases of dead ones).
+
+        Only while :meth:`run` runs: a lone ``run_once`` leaves no entry behind.
+        """
         beat = {"kind": "reconciler", "host": socket.gethostname(), "pid": os.getpid(),
                 "seen": self.ctx.now_ms()}
-        self.ctx.conn.hset(self.ctx.keys.processes, self.name, json.dumps(beat))
+        if self._running:
+            self.ctx.conn.hset(self.ctx.keys.processes, self.name, json.dumps(beat))
 
 
 # --- pending messages and what the gateway says of them ------------------------------
@@ -333,11 +350,6 @@ class Tracked:
     def sms_id(self) -> int | None:
         return self.message.sms_id if self.message else None
 
-    @property
-    def status(self) -> int | None:
-        return self.message.status if self.message else None
-
-    @property
     def sent_ms(self) -> int | None:
         sent = self.message.times.get("sent") if self.message else None
         return round(sent.timestamp() * 1000) if sent else None
@@ -371,8 +383,8 @@ def apply_observations(
     report: PassReport,
 ) -> dict[str, State]:
     """Record new matches and status codes, then move states; returns id → new state."""
-    fresh = [(t.id, observed[t.id]) for t in live if t.id in observed
-             and (t.sms_id, t.status) != (observed[t.id].sms_id, observed[t.id].status)]
+    fresh = [(t.id, o) for t in live if (o := observed.get(t.id)) and t.message
+             and (t.sms_id, t.message.status) != (o.sms_id, o.status)]
     recorded = record_matches(ctx, dev, fresh, [State.SUBMITTED, State.SENT])
     report.matched += sum(1 for t in live if t.id in recorded and t.sms_id is None)
     targets: dict[State, list[tuple[str, Observation]]] = {}
@@ -403,7 +415,7 @@ def apply_timeouts(
     finish, expire = [], []
     for t in live:
         state = changed.get(t.id, t.state)
-        sent_ms = now_ms if changed.get(t.id) == State.SENT else t.sent_ms
+        sent_ms = now_ms if changed.get(t.id) == State.SENT else t.sent_ms()
         too_old = now_ms - t.submitted_ms >= ttl_ms
         if state == State.SENT and (too_old or now_ms - (sent_ms or now_ms) >= wait_ms):
             finish.append(t.id)
@@ -432,34 +444,3 @@ def settle(ctx: Context, dev: int, ids: Sequence[str]) -> int:
             sent.append(msg_id)
     keys = [ctx.keys.pending(dev), ctx.keys.pending_devices, ctx.keys.urgent_waiting]
     return int(scripts.run(ctx.conn, "unpend", keys, [dev, len(leave), *leave, *sent]))
-
-
-# --- the process -----------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m relay.reconciler [--once]``: one reconciler, stopped by SIGTERM/SIGINT."""
-    from relay.context import use
-    from relay.log import configure
-
-    parser = argparse.ArgumentParser(prog="python -m relay.reconciler")
-    parser.add_argument("--once", action="store_true", help="one pass, then exit")
-    once = parser.parse_args(argv).once
-    ctx = use(Context.from_settings())
-    configure(ctx.settings.log_level, ctx.settings.log_json)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        reconciler = Reconciler(ctx)
-        if once:
-            reconciler.run_once()
-        else:
-            reconciler.run(stop)
-    finally:
-        ctx.close()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

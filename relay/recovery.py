@@ -48,9 +48,8 @@ from relay.matching import (
     Observation,
     Submitted,
     fetch_records,
-    match,
+    find_matches,
     record_matches,
-    taken_sms_ids,
 )
 from relay.states import State
 from relay.tickets import Arm, enqueue_tickets, new_job_id
@@ -208,8 +207,7 @@ def _look_up(ctx: Context, batch: Batch, doubts: Sequence[Doubt]) -> set[str]:
     margin = ctx.settings.match_window
     claimed = batch.claimed_ms / 1000
     fetch = fetch_records(ctx, batch.dev, claimed - margin, claimed + margin)
-    taken = taken_sms_ids(ctx, batch.dev, list(fetch.records))
-    found = match(unmatched, fetch.records.values(), window=margin, taken=taken)
+    found = find_matches(ctx, batch.dev, unmatched, fetch, window=margin)
     pairs = [(mid, Observation.of(record)) for mid, record in found.items()]
     return known | record_matches(ctx, batch.dev, pairs, [State.UNKNOWN])
 

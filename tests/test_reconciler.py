@@ -25,9 +25,9 @@ import redis
 from relay.clock import SYSTEM_CLOCK, Clock, FakeClock
 from relay.context import Context
 from relay.gateway import GatewayClient, OutgoingSms
-from relay.reconciler import Reconciler
+from relay.reconciler import Lease, Reconciler
 from relay.settings import load_settings
-from relay.simulator import OutcomeRule, SimDevice, Simulator
+from relay.simulator import OutcomeRule, SimDevice, Simulator, normalise_phone
 from relay.states import State
 from tests.fixtures.simulator import MakeSimulator
 
@@ -189,6 +189,60 @@ def test_capped_answers_are_narrowed_until_nothing_is_missed(
         assert state == State.DELIVERED and sms_id is not None and message is not None
         assert ledger[sms_id].body == message.body
     assert len({state_of(ctx, i)[2] for i in ids}) == 40
+
+
+def test_a_second_holding_more_than_an_answer_is_looked_up_by_phone(
+    make_simulator: MakeSimulator, make_ctx: MakeCtx
+) -> None:
+    clock = FakeClock()
+    sim = make_simulator(clock=clock, max_records=3)
+    ctx = make_ctx(sim, clock)
+    ids = submit(ctx, [{"sendto": f"+49157000001{i:02d}", "body": "campaign"} for i in range(8)])
+    clock.advance(1)
+
+    report = Reconciler(ctx).run_once()
+
+    assert report.matched == 8
+    sms_by_phone = {normalise_phone(e.sendto): e.sms_id for e in sim.ledger()}
+    for msg_id in ids:
+        message = ctx.store.get(msg_id)
+        assert message is not None and message.state == State.DELIVERED
+        assert message.sms_id == sms_by_phone[normalise_phone(message.sendto)]
+
+
+def test_a_device_leased_by_another_reconciler_is_left_alone(
+    make_simulator: MakeSimulator, make_ctx: MakeCtx
+) -> None:
+    clock = FakeClock()
+    sim = make_simulator(clock=clock)
+    ctx = make_ctx(sim, clock)
+    ids = submit(ctx, [{"sendto": PHONE, "body": "leased"}])
+    clock.advance(1)
+    other = Lease(ctx.conn, ctx.keys.lease("reconcile:260"), "someone-else", 300)
+    assert other.hold()
+
+    report = Reconciler(ctx).run_once()
+    assert (report.busy, report.devices) == (1, 0)
+    assert state_of(ctx, ids[0])[0] == State.SUBMITTED
+
+    assert wait_until(lambda: not ctx.conn.exists(ctx.keys.lease("reconcile:260")), timeout=5)
+    assert Reconciler(ctx).run_once().devices == 1
+    assert state_of(ctx, ids[0])[0] == State.DELIVERED
+    assert not ctx.conn.exists(ctx.keys.lease("reconcile:260")), "given back after the pass"
+
+
+def test_settled_or_vanished_ids_leave_the_urgent_set(
+    make_simulator: MakeSimulator, make_ctx: MakeCtx
+) -> None:
+    sim = make_simulator()
+    ctx = make_ctx(sim)
+    waiting, done, gone = submit(ctx, [{"sendto": PHONE, "body": f"u{i}", "urgent": True}
+                                       for i in range(3)])
+    ctx.store.transition([done], State.FAILED, [State.SUBMITTED])
+    ctx.conn.delete(ctx.keys.msg(gone))
+
+    assert Reconciler(ctx).urgent_devices() == {260}
+    assert [m.decode() for m in ctx.conn.zrange(ctx.keys.urgent_waiting, 0, -1)] == [waiting]
 
 
 FAIL_CODES = [8, 9, 10, 11, 12, 100, 101]
@@ -356,7 +410,7 @@ def test_reconciler_processes_share_devices_and_stop_on_sigterm(
     env = {**os.environ, "RELAY_REDIS_URL": redis_url, "RELAY_KEY_PREFIX": key_prefix,
            "RELAY_GATEWAY_URL": sim.url, "RELAY_GATEWAY_TOKEN": sim.token,
            "RELAY_RECONCILE_INTERVAL": "0.1", "RELAY_LOG_JSON": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "relay.reconciler"], env=env,
+    procs = [subprocess.Popen([sys.executable, "-m", "relay", "reconciler"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for _ in range(2)]
     try:
