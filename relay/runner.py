@@ -68,9 +68,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def child_env(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a child: this one without ``RELAY_*``, plus ``settings`` and ``extra``."""
+    """The environment of a child: this one without ``RELAY_*``, plus ``settings`` and ``extra``.
+
+    ``RELAY_METRICS_PORT`` is left out: the parent serves the metrics (they are relay-wide),
+    and children sharing one port would fight over it.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     env.update(settings_env(settings))
+    env.pop(f"{ENV_PREFIX}METRICS_PORT", None)
     env.update(extra or {})
     return env
 

@@ -634,3 +634,27 @@ def test_simulator_command_serves_the_gateway() -> None:
 
 def test_simulator_bad_devices_spec_is_a_usage_error() -> None:
     one_line_error(invoke(["simulator", "--devices", "phone:1"]), 2, "--devices", "phone:1")
+
+
+def test_children_get_the_parents_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from relay.runner import child_env
+
+    settings = load_settings(
+        redis_url="redis://u:pw@127.0.0.1:1/3",
+        key_prefix="kids",
+        gateway_token="tok-123",
+        device_overrides={"260": 2.5, "260:1": 4},
+        log_json=True,
+        metrics_port=9100,
+        default_region="de",
+    )
+    monkeypatch.setenv("RELAY_BATCH_MAX", "7")  # the parent's own environment must not leak
+    env = child_env(settings, {"EXTRA": "1"})
+    assert env["EXTRA"] == "1" and "RELAY_METRICS_PORT" not in env
+    monkeypatch.delenv("RELAY_BATCH_MAX")
+    for name, value in env.items():
+        if name.startswith("RELAY_"):
+            monkeypatch.setenv(name, value)
+    again = load_settings()
+    assert again.model_dump() == settings.model_dump() | {"metrics_port": None}
+    assert again.gateway_token is not None and again.gateway_token.get_secret_value() == "tok-123"
