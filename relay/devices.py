@@ -195,6 +195,23 @@ def refresh_if_stale(ctx: Context, *, owner: str | None = None) -> bool:
     return True
 
 
+def await_first_sync(ctx: Context, *, owner: str | None = None, wait: float = 10.0) -> bool:
+    """At start-up: sync the devices if stale, or wait up to ``wait`` s for the process that is.
+
+    Claiming before the first sync would pace with the defaults. Returns True once the
+    devices were synced at least once (False if the gateway could not be asked in time).
+    """
+    deadline = ctx.clock.now() + wait
+    while True:
+        refresh_if_stale(ctx, owner=owner)
+        if ctx.conn.get(ctx.keys.devices_synced) is not None:
+            return True
+        if ctx.clock.now() >= deadline:
+            log.warning("devices.not_synced", waited_s=wait)
+            return False
+        ctx.clock.sleep(0.1)
+
+
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 

@@ -4,9 +4,10 @@ Every few seconds each worker's scheduler thread calls :func:`sweep`, which
 
 - re-arms every lane (``Keys.lanes``) that holds work but whose ticket is lost: the ticket
   key is missing; or it says ``timer`` but the lane is not on ``timers``; or it names an
-  RQ job that no longer exists (seen so across :data:`MISSING_JOB_GRACE_S`, since a
-  producer sets the key a moment before it enqueues the job), that failed or stopped, or
-  that was started by a worker whose heartbeat in ``Keys.processes`` went silent;
+  RQ job that no longer exists or waits in no queue (seen so across
+  :data:`MISSING_JOB_GRACE_S`, since a producer sets the key a moment before it enqueues
+  the job, and a worker pops a job a moment before it starts it), that failed or stopped,
+  or that was started by a worker whose heartbeat in ``Keys.processes`` went silent;
 - forgets processes silent for long, and gives back the leases such dead processes held;
 - calls ``relay.recovery``'s ``recover_inflight`` and ``verify_due`` when that module exists.
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import redis
+from rq import Queue
 from rq.job import Job
 
 from relay import scripts
@@ -162,16 +164,23 @@ def rearm_lost_tickets(
 
 
 def _job_states(ctx: Context, job_ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
-    """RQ job id → (status, worker name); absent for jobs that do not exist."""
+    """RQ job id → (status, worker name); absent for jobs that do not exist.
+
+    A job ``queued`` but in no queue counts as absent: a worker popped it (RQ dequeues
+    from several queues with BLPOP) and died before starting it.
+    """
     with ctx.conn.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
-            pipe.hmget(Job.key_for(job_id), ["status", "worker_name"])
-        raw = pipe.execute()
-    return {
-        job_id: (_text(status), _text(worker) or None)
-        for job_id, (status, worker) in zip(job_ids, raw, strict=True)
-        if status is not None
-    }
+            pipe.hmget(Job.key_for(job_id), ["status", "worker_name", "origin"])
+        raw = [[_text(v) for v in row] for row in pipe.execute()]
+    found = {job: row for job, row in zip(job_ids, raw, strict=True) if row[0] is not None}
+    queued = [(job, row[2] or "") for job, row in found.items() if row[0] == "queued"]
+    with ctx.conn.pipeline(transaction=False) as pipe:
+        for job, origin in queued:
+            pipe.lpos(Queue.redis_queue_namespace_prefix + origin, job)
+        positions = pipe.execute()
+    popped = {job for (job, _), pos in zip(queued, positions, strict=True) if pos is None}
+    return {job: (row[0], row[1] or None) for job, row in found.items() if job not in popped}
 
 
 def _is_lost(

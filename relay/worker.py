@@ -42,7 +42,7 @@ from rq.serializers import JSONSerializer
 from relay import context as context_module
 from relay import dispatch, scripts, sweep
 from relay.context import Context
-from relay.devices import refresh_if_stale
+from relay.devices import await_first_sync, refresh_if_stale
 from relay.keys import BULK, URGENT, Keys
 from relay.log import get_logger
 from relay.settings import Settings
@@ -271,11 +271,18 @@ def _on_stop_signals(*handlers: Callable[[], object]) -> None:
 def _work_forever(ctx: Context, settings: Settings) -> None:
     name = worker_name()
     dispatch.clear_stop()
-    refresh_if_stale(ctx, owner=name)
+    # Until RQ installs its own handlers (in work()), a stop signal is only noted; the
+    # worker then stops before its first job instead of dying half set up.
+    early_stop = threading.Event()
+    _on_stop_signals(early_stop.set, dispatch.request_stop)
+    await_first_sync(ctx, owner=name, wait=settings.gateway_timeout)
+    _ = ctx.gateway  # built now, not between a claim and its request (an SSL context: ~0.2 s)
+    worker = make_worker(ctx, name)
+    worker.stop_event = early_stop
     scheduler = SchedulerThread(settings, name)
     scheduler.start()
     try:
-        make_worker(ctx, name).work(logging_level=settings.log_level)
+        worker.work(logging_level=settings.log_level)
     finally:
         scheduler.stop()
         sweep.forget_process(ctx, name)
@@ -304,7 +311,7 @@ def run_until_idle(ctx: Context, timeout: float, *, stop: threading.Event | None
     worker.stop_event = stop
     scheduler = Scheduler(ctx, worker.name)
     deadline = ctx.clock.now() + timeout
-    refresh_if_stale(ctx, owner=worker.name)
+    await_first_sync(ctx, owner=worker.name, wait=min(timeout, ctx.settings.gateway_timeout))
     try:
         while True:
             wait = scheduler.tick()
