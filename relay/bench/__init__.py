@@ -1,0 +1,59 @@
+"""``relay bench``: relay measured beside plain RQ, on a real Redis and the simulator.
+
+:func:`run` makes the measurements a :class:`BenchConfig` names, one module each
+(:mod:`~relay.bench.enqueue`, :mod:`~relay.bench.memory`, :mod:`~relay.bench.endtoend`,
+:mod:`~relay.bench.latency`, :mod:`~relay.bench.calls`, :mod:`~relay.bench.scaleout`,
+:mod:`~relay.bench.reconcile`), and returns :class:`~relay.bench.report.Results`, which
+:mod:`relay.bench.report` prints as a table and writes as JSON. Every measurement runs on a
+key prefix of its own and deletes its keys afterwards; a measurement that fails is
+recorded with its error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from importlib import import_module
+
+from relay.bench.config import MEASURES, BenchConfig
+from relay.bench.env import BenchError, check_real_redis
+from relay.bench.report import Measurement, Results
+from relay.log import get_logger
+
+log = get_logger(__name__)
+
+__all__ = ["MEASURES", "BenchConfig", "BenchError", "Results", "run"]
+
+
+def _measure_func(name: str) -> Callable[[BenchConfig], Measurement]:
+    func: Callable[[BenchConfig], Measurement] = import_module(f"relay.bench.{name}").measure
+    return func
+
+
+def run(cfg: BenchConfig, on_done: Callable[[Measurement], None] | None = None) -> Results:
+    """Make every measurement of ``cfg`` in order; ``on_done`` is told of each as it ends.
+
+    Raises :class:`BenchError` up front when ``cfg.redis_url`` is not a real Redis server.
+    """
+    info = check_real_redis(cfg.redis_url)
+    cfg.log_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.profile_dir is not None:
+        cfg.profile_dir.mkdir(parents=True, exist_ok=True)
+    results = Results(cfg.to_dict(), {k: info.get(k) for k in
+                                      ("redis_version", "os", "arch_bits", "process_id")})
+    for name in cfg.measures:
+        load = os.getloadavg()[0]
+        start = time.monotonic()
+        log.info("bench.start", measure=name)
+        try:
+            m = _measure_func(name)(cfg)
+        except Exception as exc:  # one failed measurement must not lose the others
+            log.exception("bench.failed", measure=name)
+            m = Measurement(name, error=f"{type(exc).__name__}: {exc}")
+        m.seconds = time.monotonic() - start
+        m.load = (load, os.getloadavg()[0])
+        results.measurements.append(m)
+        if on_done is not None:
+            on_done(m)
+    return results

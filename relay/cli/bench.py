@@ -1,0 +1,93 @@
+"""``relay bench``: relay beside plain RQ on a real Redis and the simulator (relay.bench)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from relay.bench.config import MEASURES
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+@click.command("bench")
+@click.option(
+    "--redis-url",
+    default=lambda: os.environ.get("RELAY_REDIS_URL", DEFAULT_URL),
+    show_default="RELAY_REDIS_URL or " + DEFAULT_URL,
+    help="A real Redis server (fakeredis is refused). Keys go under a prefix of the bench's "
+    "own and are deleted afterwards.",
+)
+@click.option("--quick", is_flag=True, help="Smaller sizes: about a minute.")
+@click.option("--tiny", is_flag=True, hidden=True, help="Smallest sizes (the test suite).")
+@click.option(
+    "--json-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("bench-results.json"),
+    show_default=True,
+    help="Where to write every number as JSON.",
+)
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    type=click.Choice(MEASURES),
+    help="Run only this measurement (repeatable).",
+)
+@click.option(
+    "--profile",
+    "profile_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Profile the worker (end to end) and the reconciler with pyinstrument; reports here.",
+)
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where worker and simulator logs go (default: a new temporary directory).",
+)
+def bench(
+    redis_url: str,
+    quick: bool,
+    tiny: bool,
+    json_out: Path,
+    only: tuple[str, ...],
+    profile_dir: Path | None,
+    log_dir: Path | None,
+) -> None:
+    """Measure enqueue, end to end, urgent latency, memory, gateway calls, scale-out and
+    the reconciler, beside plain RQ; print a table and write JSON."""
+    from rich.console import Console
+
+    from relay.bench import BenchConfig, BenchError, run
+    from relay.bench.report import Measurement, fmt, render
+    from relay.log import configure
+
+    configure("WARNING", json=True)
+    mode = "tiny" if tiny else "quick" if quick else "full"
+    cfg = BenchConfig.for_mode(
+        mode,
+        redis_url=redis_url,
+        measures=tuple(m for m in MEASURES if not only or m in only),
+        log_dir=log_dir or Path(tempfile.mkdtemp(prefix="relay-bench-")),
+        profile_dir=profile_dir,
+    )
+    console = Console(stderr=True)
+
+    def progress(m: Measurement) -> None:
+        status = "failed: " + m.error if m.error else "done"
+        console.print(f"[dim]{m.name}: {status} in {fmt(m.seconds, ' s')}[/dim]")
+
+    console.print(f"[dim]relay bench ({mode}) on {redis_url}; logs in {cfg.log_dir}[/dim]")
+    try:
+        results = run(cfg, on_done=progress)
+    except BenchError as exc:
+        raise click.ClickException(str(exc)) from None
+    results.write_json(json_out)
+    render(results)
+    click.echo(f"JSON written to {json_out}", err=True)
+
+
+COMMANDS = [bench]

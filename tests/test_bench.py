@@ -1,0 +1,88 @@
+"""``relay bench``: the tiniest configuration end to end, on a real Redis and the simulator.
+
+Numbers depend on the machine: nothing here asserts a speed. The smoke run checks that
+every measurement ran, wrote its numbers to the JSON, found them sane (positive, finite,
+nothing lost or sent twice, pacing held) and left no key behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from relay.bench import MEASURES, BenchError
+from relay.bench.env import check_real_redis
+from relay.cli.main import cli
+
+
+def _positive(value: float) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def _bench_keys(url: str) -> list[bytes]:
+    conn = redis.Redis.from_url(url)
+    try:
+        return [k for pattern in ("bench-*", "rb*", "rq:*bench-*")
+                for k in conn.scan_iter(match=pattern, count=5000)]
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(600)
+def test_tiny_bench_writes_every_measurement(real_redis_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    before = set(_bench_keys(real_redis_url))
+    result = CliRunner().invoke(cli, [
+        "bench", "--tiny", "--redis-url", real_redis_url, "--json-out", str(out),
+        "--log-dir", str(tmp_path / "logs"),
+    ])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    m = data["measurements"]
+    assert set(m) == set(MEASURES)
+    assert all(v["error"] is None for v in m.values()), {k: v["error"] for k, v in m.items()}
+
+    enqueue = m["enqueue"]["values"]
+    for side in ("single", "many"):
+        assert _positive(enqueue[side]["relay_per_s"]) and _positive(enqueue[side]["rq_per_s"])
+    assert _positive(m["memory"]["values"]["bytes_per_message"])
+
+    e2e = m["endtoend"]["values"]
+    assert e2e["relay"]["stored"] == data["config"]["e2e_messages"]
+    assert e2e["relay"]["duplicates"] == 0 and e2e["rq"]["duplicates"] == 0
+    assert _positive(e2e["relay"]["msgs_per_s"]) and _positive(e2e["rq"]["msgs_per_s"])
+
+    for scenario in ("with_backlog", "empty"):
+        lat = m["latency"]["values"][scenario]
+        assert lat["samples"] == data["config"]["latency_samples"]
+        assert _positive(lat["p50_ms"]) and lat["p99_ms"] >= lat["p50_ms"]
+
+    calls = m["calls"]["values"]
+    assert calls["calls"]["addalotofsms"] >= 1 and _positive(calls["per_message"])
+
+    for run in m["scaleout"]["values"]["runs"]:
+        assert run["stored"] == data["config"]["scale_messages"] and run["duplicates"] == 0
+        assert run["pacing"]["held"], run["pacing"]
+
+    rec = m["reconcile"]["values"]
+    assert rec["final"] == rec["messages"] and _positive(rec["seconds"])
+    assert rec["calls"].get("getallsms", 0) >= 1
+
+    assert {t["measure"] for t in data["targets"]} >= {"enqueue", "endtoend", "latency"}
+    assert set(_bench_keys(real_redis_url)) <= before  # cleaned up after itself
+
+
+def test_fakeredis_is_refused(fake_redis_server: object, tmp_path: Path) -> None:
+    url = fake_redis_server.url  # type: ignore[attr-defined]
+    with pytest.raises(BenchError, match="fakeredis"):
+        check_real_redis(url)
+    result = CliRunner().invoke(cli, ["bench", "--tiny", "--redis-url", url,
+                                      "--json-out", str(tmp_path / "b.json")])
+    assert result.exit_code != 0
+    assert "fakeredis" in result.output
+    assert not (tmp_path / "b.json").exists()
