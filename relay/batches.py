@@ -2,10 +2,10 @@
 
 :class:`Submitter` records each outcome in one MULTI (see :mod:`relay.dispatch` for the
 protocol): stored → ``submitted``; refused → bisect by halving the lane's batch size
-(``cap`` in ``pace:<dev>:<sim>``), or a lone message's attempt; not sent / bad token /
-failure before sending → back to the head of the lanes (``lua/requeue.lua``) with their
-pacing given back; outcome unknown (or any failure once the request went out) → ``unknown``
-and the batch to ``verify``.
+(``cap`` in ``pace:<dev>:<sim>``), or a lone message's attempt; not sent, bad or missing
+credentials, or a failure before sending → back to the head of the lanes
+(``lua/requeue.lua``) with their pacing given back; outcome unknown (or any failure once the
+request went out) → ``unknown`` and the batch to ``verify``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ import redis
 from relay import scripts
 from relay.context import Context
 from relay.devices import Pace
-from relay.errors import GatewayAuthError, GatewayRejected, NotSent, OutcomeUnknown
+from relay.errors import (
+    ConfigError,
+    GatewayAuthError,
+    GatewayRejected,
+    NotSent,
+    OutcomeUnknown,
+)
 from relay.gateway.models import OutgoingSms
 from relay.keys import BULK, URGENT, LaneKind
 from relay.log import get_logger
@@ -89,7 +95,8 @@ class Submitter:
             self.requeue(batch, pace)
             log.warning("dispatch.not_sent", **self._where(batch), error=str(exc))
             return "not_sent"
-        except GatewayAuthError as exc:
+        except (GatewayAuthError, ConfigError) as exc:
+            # refused credentials, or none to send with: nothing was stored
             self.requeue(batch, pace)
             log.error("dispatch.auth_refused", **self._where(batch), error=str(exc))
             return "auth"

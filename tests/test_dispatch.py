@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from structlog.testing import capture_logs
 
 from relay.clock import FakeClock
 from relay.context import Context
@@ -313,6 +314,37 @@ def test_a_bad_token_puts_messages_back_and_backs_off(
     assert due is not None and due >= ctx.now_ms() + 5000
     assert sim.ledger() == []
     ctx.close()
+
+
+def test_missing_credentials_put_messages_back(
+    relay_settings: MakeSettings, sim: Simulator
+) -> None:
+    ctx = Context.from_settings(relay_settings(gateway_url=sim.url, device_overrides={"260": 0}))
+    ids = send(ctx, 2)
+    with capture_logs() as logs:
+        assert run(ctx, "b") == "backoff"
+    assert states(ctx, ids) == {"queued": 2}
+    assert any("RELAY_GATEWAY_TOKEN" in str(e.get("error")) for e in logs)
+    assert sim.ledger() == []
+    ctx.close()
+
+
+def test_an_unexpected_error_in_the_request_is_treated_as_maybe_sent(
+    live: Context, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relay.gateway.models import OutgoingSms
+
+    def broken(self: OutgoingSms) -> dict[str, object]:
+        raise KeyError("a bug")
+
+    ids = send(live, 2)
+    monkeypatch.setattr(OutgoingSms, "to_datajson_item", broken)
+    with capture_logs() as logs:
+        run(live, "b")  # the worker survives it
+    assert states(live, ids) == {"unknown": 2}  # the request may have left: verify, never resend
+    assert live.conn.zcard(live.keys.verify) == 1 and live.conn.zcard(live.keys.inflight) == 0
+    failed = [e for e in logs if e["event"] == "dispatch.failed"]
+    assert failed and failed[0]["sent"] is True and failed[0]["exc_info"]
 
 
 def test_urgent_is_stored_ahead_of_a_bulk_backlog(live: Context, sim: Simulator) -> None:

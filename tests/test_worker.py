@@ -381,3 +381,42 @@ def test_supervisor_restarts_a_crashed_process_and_forwards_sigterm(
     assert run_until_idle(ctx, 30)
     assert states(ctx, ids) == {"submitted": 3}
     ctx.close()
+
+
+def test_a_burst_worker_exits_once_relay_is_idle(
+    relay_settings: MakeSettings, simulator: Simulator, start_workers: StartWorkers
+) -> None:
+    settings = relay_settings(simulator)
+    ctx = Context.from_settings(settings)
+    ids = send(ctx, 12, DEV) + send(ctx, 2, DEV, urgent=True, tag="otp")
+    (worker,) = start_workers(1, settings, "--burst")
+    assert worker.proc.wait(60) == 0, worker.log()
+    assert states(ctx, ids) == {"submitted": 14}
+    assert is_idle(ctx)
+    ctx.close()
+
+
+def test_the_worker_serves_metrics(
+    relay_settings: MakeSettings, simulator: Simulator, start_workers: StartWorkers
+) -> None:
+    import socket
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = relay_settings(simulator)
+    ctx = Context.from_settings(settings)
+    send(ctx, 3, DEV)
+    start_workers(1, settings, "--metrics-port", str(port))
+
+    def scrape() -> str | None:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return None
+
+    text = wait_for(scrape, 30, "the metrics endpoint")
+    assert "relay_messages" in text
+    ctx.close()
