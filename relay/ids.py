@@ -2,9 +2,11 @@
 
 An id is the creation time in milliseconds, base36, padded to 9 characters (sorts
 correctly until the year 5188), followed by 5 base36 characters that start at a random
-value and count up within one call (``random``: ids need to be distinct, not secret;
-it is reseeded in every forked process). So ids of one ``send_many`` chunk are distinct and
-ordered, ids of different moments sort by time, and ids look like ``0mhx3k2p4a7fq1``.
+value and count up within one call (a ``random.Random`` of relay's own: ids need to be
+distinct, not secret; it is reseeded in every forked process, and an application that seeds
+the global ``random``, as test suites and hypothesis do, cannot make ids repeat). So ids of
+one ``send_many`` chunk are distinct and ordered, ids of different moments sort by time,
+and ids look like ``0mhx3k2p4a7fq1``.
 
 Uniqueness does not rest on the random part alone: ``lua/enqueue.lua`` refuses an id whose
 record already exists, and the producer then makes new ones.
@@ -12,6 +14,7 @@ record already exists, and the producer then makes new ones.
 
 from __future__ import annotations
 
+import os
 import random
 
 ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -21,6 +24,9 @@ SUFFIX_SPACE = 36**SUFFIX_WIDTH
 ID_LENGTH = TIME_WIDTH + SUFFIX_WIDTH
 #: The random start of a lone id: 25 bits, well inside the suffix space.
 _LONE_BITS = 25
+
+_rng = random.Random()
+os.register_at_fork(after_in_child=_rng.seed)
 
 # (ms, its base36) of the last id made: sends within one millisecond reuse the prefix.
 _last: tuple[int, str] = (-1, "")
@@ -47,7 +53,7 @@ def _prefix(now_ms: int) -> str:
 
 def new_id(now_ms: int) -> str:
     """One fresh id for a message created at ``now_ms``."""
-    return _prefix(now_ms) + base36(random.getrandbits(_LONE_BITS), SUFFIX_WIDTH)
+    return _prefix(now_ms) + base36(_rng.getrandbits(_LONE_BITS), SUFFIX_WIDTH)
 
 
 def new_ids(now_ms: int, count: int) -> list[str]:
@@ -55,7 +61,7 @@ def new_ids(now_ms: int, count: int) -> list[str]:
     if count > SUFFIX_SPACE // 2:
         raise ValueError(f"at most {SUFFIX_SPACE // 2} ids per call")
     prefix = _prefix(now_ms)
-    start = random.randrange(SUFFIX_SPACE - count + 1)
+    start = _rng.randrange(SUFFIX_SPACE - count + 1)
     return [prefix + base36(start + i, SUFFIX_WIDTH) for i in range(count)]
 
 

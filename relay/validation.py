@@ -8,7 +8,8 @@ Decisions, so every entry point (library, CLI, HTTP) behaves the same:
 
 - Integer fields (``device_id``, ``sim``, ``customerid``) take an ``int``, a float without
   a fraction (``260.0``: JSON may send one) or a string of digits (``"260"``: CSV and CLI
-  give strings). ``True``/``False`` are refused: a bool is never a device id.
+  give strings), up to ``2**63 - 1`` (the gateway's ids are 64-bit). ``True``/``False``
+  are refused: a bool is never a device id.
 - ``None`` in an optional field means "not given"; so does an empty string in
   ``customerid`` and ``timetosend`` (a blank CSV cell). An empty ``key`` is refused.
 - ``urgent`` takes a bool, ``0``/``1`` or the strings ``true``/``false``/``1``/``0``.
@@ -44,6 +45,8 @@ KEY_MAX = 200
 DIGITS_MAX = 20
 #: Epoch seconds beyond this (year 5138) are surely milliseconds given by mistake.
 EPOCH_MAX = 100_000_000_000
+#: Largest integer field value: the gateway keeps ids as signed 64-bit integers.
+INT_MAX = 2**63 - 1
 
 #: Spaces (incl. NBSP and the thin ones), dashes, dots, parentheses, slashes; not tabs or newlines.
 _FORMATTING = re.compile("[ \u00a0\u2000-\u200a\u202f\u205f\u3000\\-\u2010-\u2015.()/]")
@@ -244,7 +247,8 @@ def check_key(value: Any) -> str:
 
 
 def check_int(field: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
-    """``value`` as an int within ``low``..``high`` (what is accepted: module docstring)."""
+    """``value`` as an int within ``low``..``high`` and never beyond :data:`INT_MAX`
+    (what is accepted: module docstring)."""
     if type(value) is int:
         number = value
     elif isinstance(value, bool):
@@ -256,6 +260,9 @@ def check_int(field: str, value: Any, *, low: int | None = None, high: int | Non
             raise ValidationError(field, f"must be a whole number, not {value!r}")
         number = int(value)
     elif isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+        if len(value.strip().lstrip("+-").lstrip("0")) > len(str(INT_MAX)):
+            # refused before int(), which raises ValueError past 4300 digits
+            raise ValidationError(field, _too_large())
         number = int(value.strip())
     else:
         raise ValidationError(field, f"must be a whole number, not {value!r}")
@@ -263,7 +270,13 @@ def check_int(field: str, value: Any, *, low: int | None = None, high: int | Non
         raise ValidationError(field, _range_text(number, low, high))
     if high is not None and number > high:
         raise ValidationError(field, _range_text(number, low, high))
+    if abs(number) > INT_MAX:
+        raise ValidationError(field, _too_large())
     return number
+
+
+def _too_large() -> str:
+    return f"is out of range; at most {INT_MAX} is allowed"
 
 
 def _range_text(number: int, low: int | None, high: int | None) -> str:
@@ -314,6 +327,15 @@ def to_epoch(value: Any) -> float:
         return datetime.combine(value, time(), tzinfo=UTC).timestamp()
     if isinstance(value, bool):
         raise ValidationError("timetosend", "must be a time, not a bool")
+    if isinstance(value, int) and abs(value) > EPOCH_MAX:
+        # refused here: float() of an int past 1e308 raises OverflowError
+        shown = value if value.bit_length() <= 64 else "a huge number"
+        why = (
+            "epoch seconds must be a positive number"
+            if value < 0
+            else "give epoch seconds, not milliseconds"
+        )
+        raise ValidationError("timetosend", f"is {shown}; {why}")
     if isinstance(value, int | float):
         return _epoch_seconds(float(value))
     if isinstance(value, str):

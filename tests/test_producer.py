@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -146,6 +147,20 @@ def test_ids_are_short_unique_and_time_ordered(r: Relay, clock: FakeClock) -> No
     assert ids == sorted(ids)
     assert all(len(i) == ID_LENGTH and i.isalnum() for i in ids)
     assert id_time_ms(ids[0]) == 1_800_000_000_000
+
+
+def test_seeding_the_global_random_does_not_repeat_ids(
+    r: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = count_enqueue(monkeypatch)
+    ids = []
+    for _ in range(2):  # same clock ms both times: only the random part differs
+        random.seed(7)
+        ids.append(r.send(PHONE, "a", 260))
+        random.seed(7)
+        ids += r.send_many([{"sendto": PHONE, "body": "b", "device_id": 260}] * 3)
+    assert len(set(ids)) == 8
+    assert calls == [1, 3, 1, 3]  # no id was taken, so no call was repeated
 
 
 def test_an_id_that_exists_is_refused_and_replaced(

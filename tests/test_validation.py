@@ -142,6 +142,16 @@ def test_device_id_must_be_a_positive_whole_number(value: Any) -> None:
     assert refused(device_id=value).field == "device_id"
 
 
+@pytest.mark.parametrize("value", [2**63, 10**30, "9" * 5000, 1e300, float("inf"), "-" + "9" * 25])
+def test_integers_beyond_64_bits_are_refused(value: Any) -> None:
+    assert refused(device_id=value).field == "device_id"
+    assert refused(customerid=value).field == "customerid"
+
+
+def test_the_largest_64_bit_id_is_accepted() -> None:
+    assert ok(device_id=str(2**63 - 1)).device_id == 2**63 - 1
+
+
 @pytest.mark.parametrize(("value", "expected"), [(0, 0), (5, 5), ("3", 3), (None, 0), (1.0, 1)])
 def test_sim_takes_slots_0_to_5(value: Any, expected: int) -> None:
     assert ok(sim=value).sim == expected
@@ -236,6 +246,8 @@ def test_absent_past_or_now_means_send_now(value: Any) -> None:
         ("tomorrow", "ISO 8601"),
         ("2027-13-01", "ISO 8601"),
         ([LATER], "ISO 8601"),
+        (10**400, "milliseconds"),
+        (-(10**400), "positive"),
     ],
 )
 def test_bad_times_are_refused(value: Any, words: str) -> None:
@@ -316,8 +328,8 @@ def relay(redis_url: str, key_prefix: str) -> Iterator[Relay]:
 
 
 def _stored(conn: redis.Redis, prefix: str) -> list[bytes]:
-    return sorted(conn.scan_iter(match=f"{prefix}:*")) + sorted(
-        conn.scan_iter(match=f"rq:*{prefix}*")
+    return sorted(conn.scan_iter(match=f"{prefix}:*", count=1000)) + sorted(
+        conn.scan_iter(match=f"rq:*{prefix}*", count=1000)
     )
 
 
