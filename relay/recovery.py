@@ -20,9 +20,10 @@ to a lease time, so one process works on it and a dead one's batch comes back):
    found there (:mod:`relay.matching`) get their ``sms_id`` and become ``submitted``,
    joining ``pending`` for the reconciler (urgent ones ``urgent-waiting``);
 3. messages not found, once the grace since the claim has passed
-   (``RELAY_VERIFY_GRACE`` times the device's ``delaybetweenrequest``, at least
-   :data:`MIN_GRACE` s: the gateway lists a stored message at once, the grace covers clock
-   skew and slow storage), go back to the FRONT of their lane as ``queued`` with
+   (``RELAY_VERIFY_GRACE`` times the device's ``delaybetweenrequest``, and never less than
+   ``RELAY_GATEWAY_TIMEOUT`` + :data:`MIN_GRACE` s: a slow gateway may store a request after
+   the client gave up on it; the gateway lists a stored message at once, the rest of the
+   grace covers clock skew and slow storage), go back to the FRONT of their lane as ``queued`` with
    ``attempts`` + 1 and the lane's ticket armed (``lua/requeue.lua``, in one MULTI with the
    transition); after ``RELAY_MAX_ATTEMPTS`` they end ``rejected``. Before the grace the
    check is rescheduled.
@@ -339,7 +340,10 @@ def poll_delay(ctx: Context, dev: int) -> float:
 
 
 def _grace_ms(ctx: Context, batch: Batch) -> int:
-    grace = max(MIN_GRACE, ctx.settings.verify_grace * poll_delay(ctx, batch.dev))
+    # A request may still be inside the gateway until the client's own time-out ran out
+    # (a slow gateway stores after the client gave up): the grace never ends before it.
+    request_lifetime = ctx.settings.gateway_timeout + MIN_GRACE
+    grace = max(request_lifetime, ctx.settings.verify_grace * poll_delay(ctx, batch.dev))
     return int(grace * 1000)
 
 

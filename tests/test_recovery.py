@@ -90,7 +90,8 @@ def test_batch_never_stored_goes_back_to_the_lane_head_after_the_grace(
 ) -> None:
     clock = FakeClock()
     sim = make_simulator(clock=clock)
-    ctx = make_ctx(sim, clock, default_poll_interval=2.0, verify_grace=2.0)  # grace 4 s
+    # grace 4 s: the poll grace (2 x 2 s) and the request's lifetime (1 s time-out + 3 s) agree
+    ctx = make_ctx(sim, clock, default_poll_interval=2.0, verify_grace=2.0, gateway_timeout=1.0)
     waiting = put_records(ctx, [{"sendto": PHONE, "body": "behind"}])
     ctx.conn.rpush(ctx.keys.lane(BULK, 260, 0), *waiting)
     sim.faults.add("addalotofsms", "drop_before")
@@ -114,6 +115,23 @@ def test_batch_never_stored_goes_back_to_the_lane_head_after_the_grace(
         assert job_id is not None and job_id.decode() in queue(ctx.conn, ctx.keys, kind).job_ids
     assert ctx.conn.zcard(ctx.keys.verify) == 0 and not ctx.conn.exists(ctx.keys.batch(bid))
     assert sim.ledger() == []
+
+
+def test_grace_outlasts_the_request_time_out(
+    make_simulator: MakeSimulator, make_ctx: MakeCtx
+) -> None:
+    """A slow gateway may store a batch after the client gave up: the grace covers that."""
+    clock = FakeClock()
+    sim = make_simulator(clock=clock)
+    ctx = make_ctx(sim, clock, default_poll_interval=0.5, verify_grace=2.0, gateway_timeout=10.0)
+    sim.faults.add("addalotofsms", "drop_before")
+    _bid, ids = send_in_doubt(ctx)
+    clock.advance(5)  # past the poll grace (1 s), inside the time-out (10 s + 3 s)
+    assert verify_due(ctx) == 0
+    assert all(state_of(ctx, i)[0] == State.UNKNOWN for i in ids)
+    clock.advance(8.5)
+    assert verify_due(ctx) == 1
+    assert all(state_of(ctx, i)[0] == State.QUEUED for i in ids)
 
 
 def test_gateway_unavailable_during_verification_waits_and_never_resends(
