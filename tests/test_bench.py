@@ -15,8 +15,8 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from relay.bench import MEASURES, BenchError
-from relay.bench.env import check_real_redis
+from relay.bench.config import MEASURES
+from relay.bench.env import BenchError, check_real_redis
 from relay.cli.main import cli
 
 

@@ -21,16 +21,16 @@ class BenchConfig:
     log_dir: Path = Path("bench-logs")
     profile_dir: Path | None = None
     # enqueue
-    enqueue_single: int = 5_000
-    enqueue_many: int = 50_000
+    enqueue_single: int = 3_000
+    enqueue_many: int = 20_000
     # memory
     memory_messages: int = 100_000
     body_len: int = 70
     # end to end
     e2e_messages: int = 100_000
     e2e_devices: int = 10
-    rq_messages: int = 5_000
-    rq_probe: int = 500
+    rq_messages: int = 2_000
+    rq_probe: int = 200
     # urgent latency
     latency_backlog: int = 100_000
     latency_devices: int = 10
@@ -58,8 +58,8 @@ class BenchConfig:
         base = cls(mode=mode)
         if mode == "quick":
             base = replace(
-                base, enqueue_single=2_000, enqueue_many=20_000, memory_messages=20_000,
-                e2e_messages=20_000, rq_messages=1_000, rq_probe=200, latency_backlog=20_000,
+                base, enqueue_single=1_000, enqueue_many=5_000, memory_messages=20_000,
+                e2e_messages=20_000, rq_messages=300, rq_probe=60, latency_backlog=20_000,
                 latency_samples=150, calls_messages=2_000, scale_messages=10_000,
                 reconcile_messages=2_000,
             )

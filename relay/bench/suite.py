@@ -1,12 +1,6 @@
-"""``relay bench``: relay measured beside plain RQ, on a real Redis and the simulator.
+"""Running a bench: the measurements of a config, in order, each on its own key prefix.
 
-:func:`run` makes the measurements a :class:`BenchConfig` names, one module each
-(:mod:`~relay.bench.enqueue`, :mod:`~relay.bench.memory`, :mod:`~relay.bench.endtoend`,
-:mod:`~relay.bench.latency`, :mod:`~relay.bench.calls`, :mod:`~relay.bench.scaleout`,
-:mod:`~relay.bench.reconcile`), and returns :class:`~relay.bench.report.Results`, which
-:mod:`relay.bench.report` prints as a table and writes as JSON. Every measurement runs on a
-key prefix of its own and deletes its keys afterwards; a measurement that fails is
-recorded with its error and the run goes on.
+A measurement that fails is recorded with its error and the run goes on.
 """
 
 from __future__ import annotations

@@ -61,8 +61,8 @@ def bench(
     the reconciler, beside plain RQ; print a table and write JSON."""
     from rich.console import Console
 
-    from relay.bench import BenchConfig, BenchError, run
     from relay.bench.report import Measurement, fmt, render
+    from relay.bench.suite import BenchConfig, BenchError, run
     from relay.log import configure
 
     configure("WARNING", json=True)
