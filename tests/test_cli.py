@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import signal
 import socket
@@ -15,11 +16,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import redis
+import structlog
 from click.testing import CliRunner, Result
 
 from relay.cli.main import cli
@@ -48,6 +50,20 @@ def one_line_error(result: Result, code: int, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The commands configure structlog and the root logger for the process: undo it after."""
+    config = structlog.get_config()
+    processors = list(config["processors"])
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    config["processors"][:] = processors  # same list object: bound loggers keep it
+    structlog.configure(**{**config, "processors": config["processors"]})
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
