@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -385,24 +384,11 @@ def _device_online(raw: str, now: float) -> bool | None:
 
 
 def _epoch(value: Any) -> float | None:
-    """Epoch seconds from a number, an ISO string or the gateway's ``{"date": ...}`` object."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value) / 1000 if value > 1e11 else float(value)
-    if isinstance(value, dict):
-        from relay.gateway.dates import parse_gateway_datetime
+    """Epoch seconds from any date the gateway or the stored device JSON writes (None: not one)."""
+    from relay.gateway.dates import parse_gateway_datetime
 
+    try:
         parsed = parse_gateway_datetime(value)
-        return parsed.timestamp() if isinstance(parsed, datetime) else None
-    if isinstance(value, str):
-        try:
-            parsed_iso = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        if parsed_iso.tzinfo is None:
-            from datetime import UTC
-
-            parsed_iso = parsed_iso.replace(tzinfo=UTC)
-        return parsed_iso.timestamp()
-    return None
+    except ValueError:
+        return None
+    return parsed.timestamp() if parsed is not None else None
