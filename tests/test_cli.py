@@ -674,3 +674,17 @@ def test_children_get_the_parents_settings(monkeypatch: pytest.MonkeyPatch) -> N
     again = load_settings()
     assert again.model_dump() == settings.model_dump() | {"metrics_port": None}
     assert again.gateway_token is not None and again.gateway_token.get_secret_value() == "tok-123"
+
+
+def test_error_lines_hide_secret_settings_but_keep_relays_words() -> None:
+    from relay.cli.common import CliState, describe
+    from relay.errors import ConfigError, GatewayRejected
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RELAY_GATEWAY_TOKEN", "tok-5ecret-value")
+        CliState().settings()  # as every command does: its secrets are remembered
+    line = describe(GatewayRejected("token tok-5ecret-value is not valid", endpoint="addsms"))
+    assert "tok-5ecret-value" not in line and "***" in line
+    words = "RELAY_GATEWAY_PASSWORD: the gateway needs a token"
+    assert describe(ConfigError(words)) == f"Error: {words}"
+    assert "hunter22" not in describe(redis.ConnectionError("AUTH password=hunter22 failed"))

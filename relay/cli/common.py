@@ -50,6 +50,7 @@ class CliState:
             if self.env_file is not None:
                 extra["_env_file"] = str(self.env_file)
             self._settings = load_settings(**extra)
+            _remember_secrets(self._settings)
         return self._settings
 
 
@@ -138,10 +139,28 @@ class InputFailure(CliFailure):
     exit_code = EXIT_USAGE
 
 
-def one_line(text: str) -> str:
-    """``text`` on one line, secrets redacted."""
+_SECRETS: set[str] = set()
+"""The secret settings of this invocation (token, password, webhook key): never printed."""
+
+
+def _remember_secrets(settings: Settings) -> None:
+    for secret in (settings.gateway_token, settings.gateway_password, settings.webhook_secret):
+        if secret is not None and len(secret.get_secret_value()) >= 4:
+            _SECRETS.add(secret.get_secret_value())
+
+
+def hide_secrets(text: str) -> str:
+    """``text`` with this invocation's secret settings replaced by ``***``."""
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    return text
+
+
+def one_line(text: str, *, redact: bool = True) -> str:
+    """``text`` on one line; secrets hidden, and with ``redact`` also ``token=...``-like values
+    (for text relay did not word itself: Redis and library messages)."""
     flat = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
-    return redact_text(flat)
+    return redact_text(flat) if redact else hide_secrets(flat)
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -163,7 +182,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, redis.RedisError):
         return f"Error: Redis: {one_line(str(exc)) or type(exc).__name__}"
     name = type(exc).__name__
-    return f"Error: {one_line(str(exc)) or name}"
+    return f"Error: {one_line(str(exc), redact=not isinstance(exc, RelayError)) or name}"
 
 
 def report_and_exit_code(exc: BaseException) -> int:
