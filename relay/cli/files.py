@@ -10,6 +10,7 @@ cells) comes back as a :class:`~relay.errors.ValidationError` in place of the me
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -21,7 +22,12 @@ from relay.errors import ValidationError
 FileFormat = Literal["jsonl", "csv"]
 FIELDS = ("sendto", "body", "device_id", "sim", "urgent", "customerid", "timetosend", "key")
 _INT_FIELDS = frozenset({"device_id", "sim", "customerid"})
-_INT = re.compile(r"^[+-]?\d+$")
+# ASCII digits, at most 19 (int() of thousands of digits raises); longer text goes to
+# validation as it is, which refuses it naming the field.
+_INT = re.compile(r"[+-]?[0-9]{1,19}")
+_EXTRA = "\x00extra"  # DictReader's key of cells beyond the header
+# What undecodable bytes become when the file is read with errors="surrogateescape".
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
 _TRUE = frozenset({"1", "true"})
 _FALSE = frozenset({"0", "false"})
 
@@ -43,9 +49,17 @@ def detect_format(path: Path, given: str | None) -> FileFormat:
 
 
 def read_lines(path: Path, fmt: FileFormat) -> list[Line]:
-    """Every message of the file with its line number, in file order."""
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        return list(_read_csv(handle) if fmt == "csv" else _read_jsonl(handle))
+    """Every message of the file with its line number, in file order.
+
+    Bytes that are not UTF-8 spoil only the lines that hold them.
+    """
+    text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
+    handle = io.StringIO(text, newline="")
+    return list(_read_csv(handle) if fmt == "csv" else _read_jsonl(handle))
+
+
+def _not_utf8(lineno: int) -> ValidationError:
+    return ValidationError("line", "is not UTF-8 text", index=lineno)
 
 
 def _read_jsonl(handle: TextIO) -> Iterator[Line]:
@@ -53,10 +67,14 @@ def _read_jsonl(handle: TextIO) -> Iterator[Line]:
         text = line.strip()
         if not text:
             continue
+        if _UNDECODABLE.search(text):
+            yield lineno, _not_utf8(lineno)
+            continue
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield lineno, ValidationError("line", f"not valid JSON ({exc.msg})", index=lineno)
+        except (ValueError, RecursionError) as exc:  # also numbers of over 4300 digits
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc).split(":")[0]
+            yield lineno, ValidationError("line", f"not valid JSON ({reason})", index=lineno)
             continue
         if not isinstance(data, dict):
             yield lineno, ValidationError("line", "not a JSON object", index=lineno)
@@ -65,13 +83,30 @@ def _read_jsonl(handle: TextIO) -> Iterator[Line]:
 
 
 def _read_csv(handle: TextIO) -> Iterator[Line]:
-    reader = csv.DictReader(handle, restkey="\x00extra")
+    reader = csv.DictReader(handle, restkey=_EXTRA)
+    last = 1  # the line the last row read ended on (the header's)
+    try:
+        for lineno, item in _csv_rows(reader):
+            last = lineno
+            yield lineno, item
+    except csv.Error as exc:  # e.g. a cell past csv's field size limit: reading stops here
+        lineno = max(reader.line_num, last + 1)
+        yield lineno, ValidationError("line", f"unreadable CSV ({exc})", index=lineno)
+
+
+def _csv_rows(reader: csv.DictReader[str]) -> Iterator[Line]:
     if not reader.fieldnames:
         return
     reader.fieldnames = [name.strip() for name in reader.fieldnames]
+    if any(_UNDECODABLE.search(name) for name in reader.fieldnames):
+        yield 1, _not_utf8(1)
+        return
     for row in reader:
         lineno = reader.line_num  # the line the row ends on (rows rarely span lines)
-        if "\x00extra" in row:
+        if any(_UNDECODABLE.search(v) for v in row.values() if isinstance(v, str)):
+            yield lineno, _not_utf8(lineno)
+            continue
+        if _EXTRA in row:
             yield (
                 lineno,
                 ValidationError("line", "more cells than the header has columns", index=lineno),
@@ -86,7 +121,7 @@ def _read_csv(handle: TextIO) -> Iterator[Line]:
 def _cell(name: str, value: str) -> Any:
     """A CSV cell: digits of integer fields as ints, 0/1/true/false of ``urgent`` as bools."""
     text = value.strip()
-    if name in _INT_FIELDS and _INT.match(text):
+    if name in _INT_FIELDS and _INT.fullmatch(text):
         return int(text)
     if name == "urgent" and text.lower() in _TRUE | _FALSE:
         return text.lower() in _TRUE
