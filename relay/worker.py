@@ -41,6 +41,7 @@ from rq.serializers import JSONSerializer
 
 from relay import context as context_module
 from relay import dispatch, scripts, sweep
+from relay.connection import connect
 from relay.context import Context
 from relay.devices import await_first_sync, refresh_if_stale
 from relay.keys import BULK, URGENT, Keys
@@ -58,6 +59,7 @@ HEARTBEAT_EVERY_S = 1.0
 DEVICES_EVERY_S = 1.0
 WEBHOOK_EVERY_S = 0.2
 TIMERS_PER_TICK = 200
+FAILED_TICK_WAIT_S = 1.0
 
 
 class RelayWorker(SimpleWorker):
@@ -147,6 +149,7 @@ class Scheduler:
         self.ctx = ctx
         self.name = name
         self._last: dict[str, float] = {}
+        self._failed = False
 
     def _due(self, what: str, every: float) -> bool:
         now = self.ctx.clock.now()
@@ -156,7 +159,9 @@ class Scheduler:
         return True
 
     def tick(self, *, sweep_now: bool = False) -> float:
-        """One round; returns how long to wait before the next (at most :data:`TICK_S`)."""
+        """One round; returns how long to wait before the next (at most :data:`TICK_S`, or
+        :data:`FAILED_TICK_WAIT_S` after a failure, so an outage does not flood the logs)."""
+        self._failed = False
         wait = TICK_S
         if self._due("heartbeat", HEARTBEAT_EVERY_S):
             self._guard(
@@ -172,7 +177,7 @@ class Scheduler:
             self._guard("devices", refresh_if_stale, self.ctx, owner=self.name)
         if self._due("sweep", SWEEP_EVERY_S) or sweep_now:
             self._guard("sweep", sweep.sweep, self.ctx)
-        return wait
+        return FAILED_TICK_WAIT_S if self._failed else wait
 
     def _guard(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one duty; a failure is logged and the scheduler carries on."""
@@ -180,6 +185,7 @@ class Scheduler:
             return func(*args, **kwargs)
         except Exception:
             log.exception("scheduler.failed", duty=what)
+            self._failed = True
             return None
 
     def run(self, stop: threading.Event) -> None:
@@ -208,7 +214,8 @@ class SchedulerThread(threading.Thread):
         self.stop_event = threading.Event()
 
     def run(self) -> None:
-        ctx = Context.from_settings(self.settings, conn=_connect(self.settings))
+        # no PING at start: if Redis is away, the ticks log it and retry
+        ctx = Context.from_settings(self.settings, conn=connect(self.settings, check=False))
         try:
             Scheduler(ctx, self.worker_name).run(self.stop_event)
         finally:
@@ -217,12 +224,6 @@ class SchedulerThread(threading.Thread):
     def stop(self, timeout: float = 10.0) -> None:
         self.stop_event.set()
         self.join(timeout)
-
-
-def _connect(settings: Settings) -> redis.Redis:
-    from relay.connection import connect
-
-    return connect(settings)
 
 
 # --- running -------------------------------------------------------------------------------
@@ -314,14 +315,16 @@ def run_until_idle(ctx: Context, timeout: float, *, stop: threading.Event | None
     await_first_sync(ctx, owner=worker.name, wait=min(timeout, ctx.settings.gateway_timeout))
     try:
         while True:
+            if stop is not None and stop.is_set():
+                return False
+            if ctx.clock.now() >= deadline:
+                return is_idle(ctx)
             wait = scheduler.tick()
             if queued_tickets(ctx) > 0:
                 worker.work(burst=True, logging_level="WARNING")
                 continue
             if is_idle(ctx):
                 return True
-            if (stop is not None and stop.is_set()) or ctx.clock.now() >= deadline:
-                return False
             ctx.clock.sleep(min(wait, max(0.0, deadline - ctx.clock.now())))
     finally:
         sweep.forget_process(ctx, worker.name)
