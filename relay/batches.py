@@ -127,9 +127,10 @@ class Submitter:
                 fields={"batch": bid},
                 client=pipe,
             )
-            for msg_id in ids:
-                pipe.hmget(k.msg(msg_id), RECORD_FIELDS)
-            changed, *records = pipe.execute()
+            scripts.run(pipe, "records", [k.msg(i) for i in ids], RECORD_FIELDS)
+            changed, flat = pipe.execute()
+        width = len(RECORD_FIELDS)
+        records = [flat[n * width : (n + 1) * width] for n in range(len(ids))]
         items = [
             self._item(msg_id, rec)
             for msg_id, ok, rec in zip(ids, changed, records, strict=True)
