@@ -300,7 +300,7 @@ def test_urgent_is_stored_before_the_remaining_bulk(
     bulk_before = sum(1 for e in ledger if e.body.startswith("bulk") and e.sms_id < last_otp)
     assert bulk_before < 200  # not behind the backlog: 1,800+ bulk still waited
     assert ctx.conn.llen(ctx.keys.lane("b", 303, 0)) > 1500
-    assert states(ctx, urgent) == {"submitted": 5}
+    wait_for(lambda: states(ctx, urgent) == {"submitted": 5}, 10, "urgent recorded")
     ctx.close()
 
 
