@@ -186,14 +186,15 @@ def read_events(
     count: int = 100,
     block_ms: int | None = None,
     *,
-    min_idle_ms: int = DEFAULT_MIN_IDLE_MS,
+    min_idle_ms: int | None = DEFAULT_MIN_IDLE_MS,
     start: str = "0",
 ) -> list[Event]:
     """Up to ``count`` events for ``consumer`` of ``group``: stale ones first, then new ones.
 
     Creates the group when missing (from ``start``). ``block_ms`` waits that long for new
     entries when none is there (None: do not wait). Acknowledge handled events with
-    :func:`ack`; unacknowledged ones go to whichever reader asks after ``min_idle_ms``.
+    :func:`ack`; unacknowledged ones go to whichever reader asks after ``min_idle_ms``
+    (None: take over nothing this time, only read new entries).
     """
     try:
         return _read(ctx, group, consumer, count, block_ms, min_idle_ms)
@@ -205,9 +206,12 @@ def read_events(
 
 
 def _read(
-    ctx: Context, group: str, consumer: str, count: int, block_ms: int | None, min_idle_ms: int
+    ctx: Context, group: str, consumer: str, count: int, block_ms: int | None,
+    min_idle_ms: int | None,
 ) -> list[Event]:
-    events = claim_stale(ctx, group, consumer, count=count, min_idle_ms=min_idle_ms)
+    events: list[Event] = []
+    if min_idle_ms is not None:
+        events = claim_stale(ctx, group, consumer, count=count, min_idle_ms=min_idle_ms)
     if len(events) >= count:
         return events
     answer: Any = ctx.conn.xreadgroup(

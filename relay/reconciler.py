@@ -162,6 +162,9 @@ class Reconciler:
             except redis.RedisError as exc:
                 failures += 1
                 _log.error("reconciler.redis_error", error=str(exc))
+            except Exception:
+                failures += 1
+                _log.exception("reconciler.pass_crashed")
             wait = settings.reconcile_urgent_interval
             if failures:
                 wait = min(MAX_BACKOFF, max(wait, 0.5) * 2 ** min(failures, 10))

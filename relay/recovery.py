@@ -96,6 +96,7 @@ class Batch:
             return cls(bid, int(h["dev"]), int(h["sim"]), ids, int(h["claimed"]),
                        int(h.get("verify_tries") or 0))
         except (KeyError, ValueError):
+            _log.error("recovery.batch_unreadable", batch=bid, fields=sorted(h))
             return None
 
 
@@ -169,7 +170,8 @@ def verify_due(ctx: Context, *, limit: int = BATCH_LIMIT) -> int:
         if not scripts.run(ctx.conn, "take", [ctx.keys.verify] * 2, [bid, now, lease_until]):
             continue
         batch = _load_batch(ctx, bid)
-        if batch is None:
+        if batch is None:  # settled by its worker, or taken over as <bid>.r
+            _log.info("recovery.batch_gone", batch=bid)
             ctx.conn.zrem(ctx.keys.verify, bid)
             continue
         try:

@@ -61,6 +61,8 @@ MAX_EVENTS_PER_PUMP = 1000
 RETRY_INTERVALS = [1, 2, 4, 8, 16, 32, 60, 120]
 RECLAIM_IDLE_MS = 900_000
 """Entries unacknowledged this long (ms) are enqueued again: longer than a job's retries."""
+RECLAIM_EVERY_S = 30.0
+"""How often one process looks for such entries (reading new ones happens on every pump)."""
 SIGNATURE_HEADER = "X-Relay-Signature"
 USER_AGENT = "relay-sms-webhook"
 
@@ -120,10 +122,13 @@ def pump(
     """
     if not ctx.settings.webhook_url:
         return 0
+    reclaim = _reclaim_due(ctx)
     total = 0
     while total < max_events:
         count = min(per_job * 10, max_events - total)
-        events = read_events(ctx, GROUP, CONSUMER, count, min_idle_ms=reclaim_idle_ms)
+        idle = reclaim_idle_ms if reclaim else None
+        events = read_events(ctx, GROUP, CONSUMER, count, min_idle_ms=idle)
+        reclaim = False
         if not events:
             break
         enqueue_jobs(ctx, events, per_job=per_job)
@@ -131,6 +136,21 @@ def pump(
         if len(events) < count:
             break
     return total
+
+
+_last_reclaim: dict[str, float] = {}
+
+
+def _reclaim_due(ctx: Context) -> bool:
+    """Whether this process should look for stale entries now (every :data:`RECLAIM_EVERY_S`).
+
+    Taking over scans the group's pending list; new entries are read on every call.
+    """
+    now = ctx.clock.now()
+    if now - _last_reclaim.get(ctx.keys.prefix, float("-inf")) < RECLAIM_EVERY_S:
+        return False
+    _last_reclaim[ctx.keys.prefix] = now
+    return True
 
 
 def enqueue_jobs(ctx: Context, events: Sequence[Event], *, per_job: int = EVENTS_PER_JOB) -> int:

@@ -16,11 +16,20 @@ import redis
 from rq.serializers import JSONSerializer
 from structlog.testing import capture_logs
 
+from relay.clock import SYSTEM_CLOCK, Clock, FakeClock
 from relay.context import Context, use
 from relay.events import pending_ids, read_events
 from relay.settings import load_settings
 from relay.states import State
-from relay.webhook import GROUP, deliver_events, pump, queue, sign, verify_signature
+from relay.webhook import (
+    GROUP,
+    RECLAIM_EVERY_S,
+    deliver_events,
+    pump,
+    queue,
+    sign,
+    verify_signature,
+)
 from relay.worker import RelayWorker
 
 SECRET = "webhook-s3cret-value"
@@ -93,9 +102,10 @@ def receiver() -> Iterator[Receiver]:
 def make_ctx(redis_url: str, key_prefix: str) -> Iterator[Any]:
     made: list[Context] = []
 
-    def factory(**overrides: Any) -> Context:
+    def factory(clock: Clock = SYSTEM_CLOCK, **overrides: Any) -> Context:
         settings = load_settings(redis_url=redis_url, key_prefix=key_prefix, **overrides)
-        ctx = use(Context.from_settings(settings, conn=redis.Redis.from_url(redis_url)))
+        conn = redis.Redis.from_url(redis_url)
+        ctx = use(Context.from_settings(settings, conn=conn, clock=clock))
         made.append(ctx)
         return ctx
 
@@ -178,13 +188,16 @@ def test_a_failing_receiver_is_retried_with_backoff_and_gets_each_event_once(
 def test_events_read_by_a_pump_that_died_are_delivered_later(
     make_ctx: Any, receiver: Receiver
 ) -> None:
-    ctx = make_ctx(webhook_url=receiver.url, webhook_secret=SECRET)
+    clock = FakeClock()
+    ctx = make_ctx(clock, webhook_url=receiver.url, webhook_secret=SECRET)
     ids = some_events(ctx, 3)
     lost = read_events(ctx, GROUP, "pump", 10)  # read, then the pump died: no job
     assert len(lost) == 3 and queue(ctx).count == 0
 
     assert pump(ctx) == 0, "not yet idle long enough to be taken over"
     time.sleep(0.05)
+    assert pump(ctx, reclaim_idle_ms=20) == 0, "stale entries are looked for now and then"
+    clock.advance(RECLAIM_EVERY_S)
     assert pump(ctx, reclaim_idle_ms=20) == 3
     assert run_worker_until(ctx, lambda: len(receiver.delivered()) == 3)
     assert sorted(p["id"] for p in receiver.delivered()) == ids
