@@ -284,6 +284,19 @@ def test_outcome_unknown_is_never_resent_blind(live: Context, sim: Simulator) ->
     assert len(sim.ledger()) == 3
 
 
+@pytest.mark.parametrize("fault", ["drop_after", "drop_before"])
+def test_a_batch_in_doubt_is_verified_by_the_sweep_and_ends_stored_once(
+    relay_settings: MakeSettings, sim: Simulator, fault: str
+) -> None:
+    ctx = Context.from_settings(relay_settings(sim, verify_grace=0.2, device_overrides={"260": 0}))
+    ids = send(ctx, 3)
+    sim.faults.add("addalotofsms", fault, times=1)
+    assert run_until_idle(ctx, 60)  # the sweep runs relay.recovery's verification
+    assert bodies(sim) == ["m0", "m1", "m2"]
+    assert states(ctx, ids) == {"submitted": 3}
+    ctx.close()
+
+
 def test_a_refused_message_is_found_by_bisecting(live: Context, sim: Simulator) -> None:
     ids = send(live, 8)
     poison = ids[5]
