@@ -10,6 +10,7 @@ request went out) → ``unknown`` and the batch to ``verify``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -128,9 +129,8 @@ class Submitter:
                 client=pipe,
             )
             scripts.run(pipe, "records", [k.msg(i) for i in ids], RECORD_FIELDS)
-            changed, flat = pipe.execute()
-        width = len(RECORD_FIELDS)
-        records = [flat[n * width : (n + 1) * width] for n in range(len(ids))]
+            changed, rows = pipe.execute()
+        records = json.loads(rows) if ids else []
         items = [
             self._item(msg_id, rec)
             for msg_id, ok, rec in zip(ids, changed, records, strict=True)
@@ -149,7 +149,7 @@ class Submitter:
             return None
         return Batch(bid, tuple(items))
 
-    def _item(self, msg_id: str, rec: list[bytes | None]) -> Item:
+    def _item(self, msg_id: str, rec: list[bytes | str | None]) -> Item:
         sendto, body, urgent, customerid, attempts = (
             _text(v) if v is not None else None for v in rec
         )

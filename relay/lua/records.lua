@@ -3,13 +3,16 @@
 -- KEYS[1..n]   message hashes (Keys.msg(id))
 -- ARGV[1..m]   field names
 --
--- Changes nothing. Returns one flat array of n*m values: value j of record i at
--- (i-1)*m + j (nil for a missing field or record). One reply instead of n HMGET replies:
--- the client parses one array, not n answers.
+-- Changes nothing. Returns ONE string: the JSON array of n arrays of m values (null for
+-- a missing field or record), in KEYS order. One bulk reply that the client decodes with
+-- json.loads, instead of n*m RESP items parsed one by one.
 
-local out, m = {}, #ARGV
+local rows = {}
 for i = 1, #KEYS do
   local vals = redis.call("HMGET", KEYS[i], unpack(ARGV))
-  for j = 1, m do out[#out + 1] = vals[j] end
+  for j = 1, #ARGV do
+    if not vals[j] then vals[j] = cjson.null end
+  end
+  rows[i] = vals
 end
-return out
+return cjson.encode(rows)
