@@ -63,6 +63,8 @@ RETRY_BASE = 2.0
 RETRY_MAX = 60.0
 BATCH_LIMIT = 100
 """Most batches one call looks at."""
+WORKER_SILENT_S = 15.0
+"""A worker whose heartbeat is this old is dead: its batches need not wait the timeout."""
 RECOVERED_SUFFIX = ".r"
 """Added to the id of a batch taken from a silent worker."""
 
@@ -130,28 +132,63 @@ class Doubt:
 
 
 def recover_inflight(ctx: Context, *, limit: int = BATCH_LIMIT) -> int:
-    """Move batches in flight longer than ``RELAY_INFLIGHT_TIMEOUT`` to verification.
+    """Move batches of dead workers from ``inflight`` to verification.
 
-    Their worker died (or hangs) between claim and outcome. The batch is renamed to
-    ``<bid>.r`` as it moves (so a worker that wakes up late cannot drop it), its
-    ``submitting`` messages become ``unknown``, never-sent ``queued`` ones go back to their
-    lane, and it is due in ``verify`` at once. Returns the number of batches taken.
+    A batch is taken once in flight longer than ``RELAY_INFLIGHT_TIMEOUT``, or earlier when
+    its worker is known dead: its heartbeat in ``Keys.processes`` (RQ workers beat under the
+    name the batch records) is :data:`WORKER_SILENT_S` old and the batch is older than the
+    gateway timeout (so any request it made is over). A worker with no heartbeat entry (a
+    process outside RQ) is only timed out. The batch is renamed ``<bid>.r`` as it moves (so
+    a worker that wakes up late cannot drop it), its ``submitting`` messages become
+    ``unknown``, never-sent ``queued`` ones go back to their lane, and it is due in
+    ``verify`` at once. Returns the number of batches taken.
     """
     now = ctx.now_ms()
-    cutoff = now - int(ctx.settings.inflight_timeout * 1000)
+    timed_out = now - int(ctx.settings.inflight_timeout * 1000)
+    over = now - int((ctx.settings.gateway_timeout + 5) * 1000)  # any request made is over
+    rows: Any = ctx.conn.zrangebyscore(ctx.keys.inflight, "-inf", max(timed_out, over),
+                                       start=0, num=limit, withscores=True)
+    young = [bid.decode() for bid, score in rows if score > timed_out]
+    dead = _of_dead_workers(ctx, young) if young else set()
     taken = 0
-    for bid in [b.decode() for b in _zrange_due(ctx, ctx.keys.inflight, cutoff, limit)]:
+    for raw, score in rows:
+        bid = raw.decode()
+        if score > timed_out and bid not in dead:
+            continue
         new = f"{bid}{RECOVERED_SUFFIX}"
         keys = [ctx.keys.inflight, ctx.keys.verify, ctx.keys.batch(bid), ctx.keys.batch(new)]
-        if not scripts.run(ctx.conn, "take", keys, [bid, cutoff, now, new]):
+        if not scripts.run(ctx.conn, "take", keys, [bid, int(score), now, new]):
             continue
         taken += 1
         batch = _load_batch(ctx, new)
         _log.warning("recovery.inflight_stale", batch=bid, dev=batch and batch.dev,
-                     size=batch and len(batch.ids))
+                     size=batch and len(batch.ids), age_s=(now - score) / 1000,
+                     worker_dead=bid in dead)
         if batch is not None:
             _settle_claimed(ctx, batch, _load_doubts(ctx, batch))
     return taken
+
+
+def _of_dead_workers(ctx: Context, bids: Sequence[str]) -> set[str]:
+    """Which of ``bids`` were claimed by a worker whose heartbeat went silent."""
+    pipe = ctx.conn.pipeline(transaction=False)
+    for bid in bids:
+        pipe.hget(ctx.keys.batch(bid), "worker")
+    workers = dict(zip(bids, pipe.execute(), strict=True))
+    names = sorted({w for w in workers.values() if w})
+    if not names:
+        return set()
+    beats = dict(zip(names, ctx.conn.hmget(ctx.keys.processes, names), strict=True))
+    silent = ctx.now_ms() - int(WORKER_SILENT_S * 1000)
+    return {bid for bid, w in workers.items() if w and _seen_ms(beats[w]) < silent}
+
+
+def _seen_ms(raw: bytes | None) -> int:
+    """When a heartbeat was written (ms); none (or an odd one) counts as alive: never dead."""
+    try:
+        return int(json.loads(raw or b"")["seen"])
+    except (ValueError, KeyError, TypeError):
+        return 2**62
 
 
 # --- verification ------------------------------------------------------------------------

@@ -3,6 +3,7 @@ resend; batches of dead workers are taken over. Simulator over HTTP, both Redis 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -193,6 +194,32 @@ def test_worker_death_recovered_after_the_inflight_timeout(
         assert message is not None and message.state == State.SUBMITTED
         assert message.sms_id == ledger[message.body]
     assert lane(ctx) == claimed, "nothing put back twice"
+
+
+def test_batches_of_a_silent_worker_are_taken_before_the_timeout(
+    make_simulator: MakeSimulator, make_ctx: MakeCtx
+) -> None:
+    clock = FakeClock()
+    sim = make_simulator(clock=clock)
+    ctx = make_ctx(sim, clock, inflight_timeout=600, gateway_timeout=10)
+    batches = {}
+    for worker in ("dead-worker", "live-worker", "host:123"):
+        ids = put_records(ctx, [{"sendto": PHONE, "body": worker}])
+        batches[worker] = claim(ctx, ids)
+        ctx.conn.hset(ctx.keys.batch(batches[worker]), "worker", worker)
+    beat = {"kind": "worker", "seen": ctx.now_ms() - 20_000}  # silent 20 s already
+    ctx.conn.hset(ctx.keys.processes, "dead-worker", json.dumps(beat))
+
+    clock.advance(10)
+    ctx.conn.hset(ctx.keys.processes, "live-worker", json.dumps({**beat, "seen": ctx.now_ms()}))
+    assert recover_inflight(ctx) == 0, "younger than the gateway timeout: may still be sending"
+
+    clock.advance(6)
+    ctx.conn.hset(ctx.keys.processes, "live-worker", json.dumps({**beat, "seen": ctx.now_ms()}))
+    assert recover_inflight(ctx) == 1
+    inflight = {m.decode() for m in ctx.conn.zrange(ctx.keys.inflight, 0, -1)}
+    assert inflight == {batches["live-worker"], batches["host:123"]}, "no heartbeat: only timed out"
+    assert ctx.conn.zscore(ctx.keys.verify, batches["dead-worker"] + ".r") is not None
 
 
 def test_concurrent_verifiers_settle_each_batch_once(
