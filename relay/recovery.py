@@ -7,8 +7,8 @@ A batch (``Keys.batch(bid)``: dev, sim, kind, ids, claimed ms, worker; written b
 - the worker got :class:`~relay.errors.OutcomeUnknown`: its messages are ``unknown`` and the
   batch moved to ``Keys.verify`` (score: when the check may run);
 - the worker died between claim and outcome: :func:`recover_inflight` takes batches older
-  than ``RELAY_INFLIGHT_TIMEOUT`` from ``inflight`` to ``verify`` (``lua/take.lua``, so one
-  process takes each).
+  than ``RELAY_INFLIGHT_TIMEOUT`` (sooner when the worker's heartbeat went silent) from
+  ``inflight`` to ``verify`` (``lua/take.lua``, so one process takes each).
 
 :func:`verify_due` then, for each due batch (taken with ``lua/take.lua``: its score moves
 to a lease time, so one process works on it and a dead one's batch comes back):
