@@ -172,6 +172,7 @@ class SimProcess:
             cmd += ["--device", phone.spec()]
         self.devices = list(devices)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid
         assert self.proc.stdout is not None
         line = _readline(self.proc.stdout, SIM_START_S)
         if not line:
@@ -311,6 +312,29 @@ def stop_process(proc: subprocess.Popen[Any], wait: float = STOP_WAIT_S) -> None
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` used so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """CPU seconds used by this process's children that have exited and been waited for."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def redis_cpu(conn: redis.Redis) -> float:
+    """CPU seconds the Redis server used so far (``INFO cpu``; every client's work)."""
+    info = conn.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def wait_until(check: Callable[[], bool], timeout: float, poll: float = 0.1) -> bool:
