@@ -107,7 +107,10 @@ def parse_gateway_datetime(value: Any) -> datetime | None:
     if isinstance(value, bool):
         raise ValueError(f"not a date: {value!r}")
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, tz=UTC) if value else None
+        try:
+            return datetime.fromtimestamp(value, tz=UTC) if value else None
+        except (OverflowError, OSError):  # far past time_t: garbage, not a date
+            raise ValueError(f"not a date: {value!r}") from None
     if isinstance(value, str):
         if value.strip() in _NULL_DATES:
             return None

@@ -119,7 +119,7 @@ def raise_for_error_field(endpoint: str, payload: dict[str, Any], *, login: bool
     raise GatewayRejected(message, endpoint=endpoint)
 
 
-def shape_error(endpoint: str, exc: ValueError) -> GatewayBadResponse:
+def shape_error(endpoint: str, exc: Exception) -> GatewayBadResponse:
     """A :class:`GatewayBadResponse` for an answer that did not fit its model.
 
     Names the offending fields only, never their values (a ``gettoken`` answer holds a token).
@@ -280,7 +280,7 @@ class Wire:
             payload = decode_answer(endpoint, response, login=login)
             try:
                 return parse(payload)
-            except ValueError as exc:
+            except (ValueError, TypeError, ArithmeticError) as exc:  # a validator's own error
                 raise shape_error(endpoint, exc) from None
         except BaseException as exc:
             outcome = outcome_name(exc)
