@@ -41,6 +41,8 @@ REFRESH_LEASE = "devices-refresh"
 RETRY_SECONDS = 30.0
 """After a failed sync, the next attempt waits this long (or ``device_refresh`` if shorter)."""
 ONLINE_MIN_S = 60.0
+MAX_DELAY_S = 86400.0
+"""A gateway delay beyond this (or not finite) is garbage: the defaults apply instead."""
 """A device counts as online when it polled within max(this, 3 polls) of the sync."""
 
 _cache: dict[tuple[str, int], tuple[float, float | None, float | None]] = {}
@@ -74,6 +76,7 @@ def compute_pace(
     settings: Settings, dev: int, sim: int, each: float | None, poll: float | None
 ) -> Pace:
     """The pace of ``dev``/``sim`` given the gateway's delays (None: not known)."""
+    each, poll = _usable(each), _usable(poll)
     override = settings.send_interval_override(dev, sim)
     if override is not None:
         interval = override
@@ -84,6 +87,13 @@ def compute_pace(
     poll_s = float(poll) if poll is not None and poll > 0 else settings.default_poll_interval
     burst = 1 if interval <= 0 else max(1, math.ceil(poll_s / interval - 1e-9))
     return Pace(interval_s=interval, burst=burst, poll_s=poll_s, overridden=override is not None)
+
+
+def _usable(seconds: float | None) -> float | None:
+    """A delay to pace by, or None for one no phone has (infinite, NaN, over a day)."""
+    if seconds is None or not math.isfinite(seconds) or seconds > MAX_DELAY_S:
+        return None
+    return seconds
 
 
 def pace_for(ctx: Context, dev: int, sim: int) -> Pace:
