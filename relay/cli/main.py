@@ -63,9 +63,9 @@ def cli(ctx: click.Context, env_file: Path | None) -> None:
 
 
 def _register() -> None:
-    from relay.cli import bench, demo, inspect, processes, send
+    from relay.cli import bench, dead, demo, inspect, processes, send
 
-    for module in (send, inspect, processes, demo, bench):
+    for module in (send, inspect, processes, demo, bench, dead):
         for command in module.COMMANDS:
             cli.add_command(command)
 
