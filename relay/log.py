@@ -80,12 +80,22 @@ def configure(level: str = "INFO", json: bool | None = None) -> None:
 
 
 class _StdlibRedactFilter(logging.Filter):
-    """Redacts secrets in records of stdlib loggers (RQ, httpx)."""
+    """Redacts secrets in records of stdlib loggers (RQ, httpx), tracebacks included."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = redact_text(record.getMessage())
         record.args = None
+        if record.exc_info:  # RQ logs a failed job's traceback: its message may hold a secret
+            record.exc_text = redact_text(_TRACEBACKS.formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
         return True
+
+
+_TRACEBACKS = logging.Formatter()
 
 
 def get_logger(name: str) -> Any:
