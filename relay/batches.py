@@ -61,10 +61,6 @@ class Batch:
         return [item.id for item in self.items]
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class Submitter:
     """Submits batches of ``dev``/``sim`` for a ticket of ``kind`` held by job ``job``."""
 
@@ -149,20 +145,20 @@ class Submitter:
             return None
         return Batch(bid, tuple(items))
 
-    def _item(self, msg_id: str, rec: list[bytes | str | None]) -> Item:
-        sendto, body, urgent, customerid, attempts = (
-            _text(v) if v is not None else None for v in rec
-        )
+    def _item(self, msg_id: str, rec: list[str | None]) -> Item:
+        """One claimed message from its ``RECORD_FIELDS`` (text, as ``records.lua`` answers)."""
+        sendto, body, urgent, customerid, attempts = rec
+        is_urgent = urgent == "1"
         return Item(
             id=msg_id,
-            urgent=urgent == "1",
+            urgent=is_urgent,
             attempts=int(attempts or 0),
             sms=OutgoingSms(
                 sendto=sendto or "",
                 body=body or "",
                 device_id=self.dev,
                 sim=self.sim,
-                urgent=urgent == "1",
+                urgent=is_urgent,
                 customerid=int(customerid) if customerid and customerid.isdigit() else None,
             ),
         )
