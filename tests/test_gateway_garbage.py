@@ -82,6 +82,7 @@ class StubGateway:
         self.upstream = upstream
         self.rule: Rule = rule or (lambda endpoint, form: None)
         self.seen: list[tuple[str, dict[str, str]]] = []
+        self.paths: list[str] = []  # each request's path and query, as sent
         self._http = httpx.Client(timeout=10)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -118,6 +119,7 @@ class StubGateway:
             disable_nagle_algorithm = True  # headers and body go out in two writes
 
             def do_POST(self) -> None:
+                stub.paths.append(self.path)
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 endpoint = self.path.rstrip("/").rsplit("/", 1)[-1]
                 reply = stub.answer(endpoint, raw, self.headers.get("Content-Type", ""))
