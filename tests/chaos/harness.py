@@ -53,7 +53,7 @@ class Supervisor:
         self.start(proc.kind)
 
     def revive(self, wanted: dict[str, int]) -> int:
-        """Start processes until ``wanted[kind]`` are alive (a process may exit on a Redis restart)."""
+        """Start processes until ``wanted[kind]`` are alive (one may exit on a Redis restart)."""
         started = 0
         for kind, count in wanted.items():
             for _ in range(count - len(self.alive(kind))):

@@ -1,4 +1,4 @@
-"""A real Redis server with AOF persistence on a port of its own, which a test may kill and restart."""
+"""A real Redis server with AOF persistence on a port of its own, killed and restarted by tests."""
 
 from __future__ import annotations
 
@@ -63,10 +63,11 @@ class RedisProcess:
                     return
             except redis.RedisError:
                 time.sleep(0.05)
-        raise RuntimeError(f"redis-server on port {self.port} did not start; see {self.workdir}/redis.log")
+        log = self.workdir / "redis.log"
+        raise RuntimeError(f"redis-server on port {self.port} did not start; see {log}")
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown, no final save. With appendfsync always nothing acknowledged is lost."""
+        """SIGKILL: no shutdown, no final save; AOF (fsync always) keeps every acknowledged write."""
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait(timeout=10)
