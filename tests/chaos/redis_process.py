@@ -67,7 +67,7 @@ class RedisProcess:
         raise RuntimeError(f"redis-server on port {self.port} did not start; see {log}")
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown, no final save; AOF (fsync always) keeps every acknowledged write."""
+        """SIGKILL: no shutdown, no save; AOF (fsync always) keeps every acknowledged write."""
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait(timeout=10)
