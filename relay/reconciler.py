@@ -363,14 +363,31 @@ class Tracked:
         return Submitted(self.id, m.sendto, m.body, m.customerid, self.submitted, m.sim)
 
 
+READ_CHUNK = 1000
+"""Records read per script call (``lua/hashes.lua``, ``lua/records.lua``): Redis is never
+held long by one call, and all the calls of a pass go in one round trip."""
+
+
+def read_records(ctx: Context, ids: Sequence[str], fields: Sequence[str] = ()) -> list[Any]:
+    """The records of ``ids`` in one round trip, decoded from JSON: whole records as dicts
+    (``{}`` when gone), or with ``fields`` a list of those values per record."""
+    keys = [ctx.keys.msg(i) for i in ids]
+    pipe = ctx.conn.pipeline(transaction=False)
+    for start in range(0, len(keys), READ_CHUNK):
+        chunk = keys[start : start + READ_CHUNK]
+        if fields:
+            scripts.run(pipe, "records", chunk, list(fields))
+        else:
+            scripts.run(pipe, "hashes", chunk, [])
+    return [row for answer in pipe.execute() for row in json.loads(answer)]
+
+
 def load_tracked(ctx: Context, rows: Sequence[tuple[str, int]]) -> list[Tracked]:
     """The records of pending ``rows`` (id, submitted ms), in one round trip."""
-    pipe = ctx.conn.pipeline(transaction=False)
-    for msg_id, _ in rows:
-        pipe.hgetall(ctx.keys.msg(msg_id))
+    records = read_records(ctx, [i for i, _ in rows])
     return [
-        Tracked(i, ms, Message.from_hash(i, raw) if raw else None, int(raw.get(b"checked", 0)))
-        for (i, ms), raw in zip(rows, pipe.execute(), strict=True)
+        Tracked(i, ms, Message.from_hash(i, raw) if raw else None, int(raw.get("checked", 0)))
+        for (i, ms), raw in zip(rows, records, strict=True)
     ]
 
 
@@ -436,14 +453,12 @@ def settle(ctx: Context, dev: int, ids: Sequence[str]) -> int:
     """Final (or gone) messages leave pending; sent urgent ones leave urgent-waiting."""
     if not ids:
         return 0
-    pipe = ctx.conn.pipeline(transaction=False)
-    for msg_id in ids:
-        pipe.hmget(ctx.keys.msg(msg_id), ["state", "final"])
     leave, sent = [], []
-    for msg_id, (state, final) in zip(ids, pipe.execute(), strict=True):
-        if state is None or state.decode() in FINAL_STATES or final == b"1":
+    states = read_records(ctx, ids, ["state", "final"])
+    for msg_id, (state, final) in zip(ids, states, strict=True):
+        if state is None or state in FINAL_STATES or final == "1":
             leave.append(msg_id)
-        elif state == b"sent":
+        elif state == "sent":
             sent.append(msg_id)
     keys = [ctx.keys.pending(dev), ctx.keys.pending_devices, ctx.keys.urgent_waiting]
     return int(scripts.run(ctx.conn, "unpend", keys, [dev, len(leave), *leave, *sent]))
