@@ -13,7 +13,7 @@ class RedisUnavailable(RelayError):
 
 
 def connect(settings: Settings, *, check: bool = True) -> redis.Redis:
-    """A connection pool to ``settings.redis_url`` (rediss:// and ACL users work: they are URL parts).
+    """A connection pool to ``settings.redis_url`` (rediss:// and ACL users are URL parts).
 
     With ``check``, PING first and raise :class:`RedisUnavailable` with the URL (password hidden).
     """
@@ -30,7 +30,9 @@ def connect(settings: Settings, *, check: bool = True) -> redis.Redis:
         try:
             conn.ping()
         except redis.RedisError as exc:
-            raise RedisUnavailable(f"cannot reach Redis at {safe_url(settings.redis_url)}: {exc}") from None
+            raise RedisUnavailable(
+                f"cannot reach Redis at {safe_url(settings.redis_url)}: {exc}"
+            ) from None
     return conn
 
 

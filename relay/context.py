@@ -62,7 +62,7 @@ class Context:
         return self._gateway
 
     def now_ms(self) -> int:
-        return int(round(self.clock.now() * 1000))
+        return round(self.clock.now() * 1000)
 
     def close(self) -> None:
         if self._gateway is not None:

@@ -11,7 +11,7 @@ class RelayError(Exception):
 
 
 class ConfigError(RelayError):
-    """A setting is missing or invalid. The message names the ``RELAY_`` variable; fix it and restart."""
+    """A setting is missing or invalid; the message names the ``RELAY_`` variable to fix."""
 
 
 class ValidationError(RelayError):
@@ -57,7 +57,9 @@ class GatewayRejected(GatewayError):
     def __init__(self, gateway_message: str, *, endpoint: str = "") -> None:
         self.gateway_message = gateway_message
         self.endpoint = endpoint
-        super().__init__(f"{endpoint}: gateway refused: {gateway_message}" if endpoint else gateway_message)
+        super().__init__(
+            f"{endpoint}: gateway refused: {gateway_message}" if endpoint else gateway_message
+        )
 
 
 class GatewayUnavailable(GatewayError):
@@ -76,7 +78,7 @@ class GatewayServerError(GatewayUnavailable):
 
 
 class GatewayBadResponse(GatewayUnavailable):
-    """The gateway answered something that is not its JSON (HTML error page, empty body, garbage)."""
+    """The gateway answered something that is not its JSON (HTML error page, empty body, junk)."""
 
 
 class NotSent(GatewayError):

@@ -30,7 +30,7 @@ class Keys:
 
     @property
     def counts(self) -> str:
-        """Hash: state → number of messages in that state (final states count every message that ended there)."""
+        """Hash: state → number of messages in it (final states: every message that ended there)."""
         return f"{self.prefix}:counts"
 
     @property

@@ -55,7 +55,9 @@ def redact_secrets(
 def configure(level: str = "INFO", json: bool | None = None) -> None:
     """Configure structlog and the stdlib root logger (used by RQ) once per process."""
     use_json = (not sys.stderr.isatty()) if json is None else json
-    renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    )
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -29,24 +29,40 @@ class Settings(BaseSettings):
     )
 
     # --- connections
-    redis_url: str = Field("redis://localhost:6379/0", description="Redis server URL (redis://, rediss://, unix://).")
-    key_prefix: str = Field("relay", min_length=1, description="Prefix of every Redis key and RQ queue name.")
+    redis_url: str = Field(
+        "redis://localhost:6379/0", description="Redis server URL (redis://, rediss://, unix://)."
+    )
+    key_prefix: str = Field(
+        "relay", min_length=1, description="Prefix of every Redis key and RQ queue name."
+    )
 
     # --- gateway
-    gateway_url: str = Field("https://smsgateway24.com/getdata/", description="Base URL of the gateway API.")
-    gateway_token: SecretStr | None = Field(None, description="API token; or give email and password.")
+    gateway_url: str = Field(
+        "https://smsgateway24.com/getdata/", description="Base URL of the gateway API."
+    )
+    gateway_token: SecretStr | None = Field(
+        None, description="API token; or give email and password."
+    )
     gateway_email: str | None = Field(None, description="Account email, used to obtain a token.")
-    gateway_password: SecretStr | None = Field(None, description="Account password, used to obtain a token.")
-    gateway_timeout: float = Field(30.0, gt=0, description="Seconds before a gateway request times out.")
+    gateway_password: SecretStr | None = Field(
+        None, description="Account password, used to obtain a token."
+    )
+    gateway_timeout: float = Field(
+        30.0, gt=0, description="Seconds before a gateway request times out."
+    )
     gateway_retries: int = Field(4, ge=0, le=20, description="Retries of read-only gateway calls.")
 
     # --- messages
-    default_region: str | None = Field(None, description="ISO region (e.g. DE) to turn national numbers into E.164.")
+    default_region: str | None = Field(
+        None, description="ISO region (e.g. DE) to turn national numbers into E.164."
+    )
     body_max: int = Field(4096, gt=0, description="Longest accepted message body, in characters.")
     idempotency_ttl: int = Field(86400, gt=0, description="Seconds a send `key` is remembered.")
 
     # --- dispatch
-    batch_max: int = Field(500, gt=0, le=10000, description="Most messages in one addalotofsms call.")
+    batch_max: int = Field(
+        500, gt=0, le=10000, description="Most messages in one addalotofsms call."
+    )
     default_send_interval: float = Field(
         5.0, ge=0, description="Seconds between SMS of a device whose delaybetweeneachsms is null."
     )
@@ -57,25 +73,39 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Per-device send interval overrides, JSON: {"260": 2.5, "260:1": 4}.',
     )
-    device_refresh: float = Field(300.0, gt=0, description="Seconds between getalldevices refreshes.")
+    device_refresh: float = Field(
+        300.0, gt=0, description="Seconds between getalldevices refreshes."
+    )
     inflight_timeout: float = Field(
-        120.0, gt=0, description="Seconds after which an in-flight batch of a silent worker is verified."
+        120.0,
+        gt=0,
+        description="Seconds after which an in-flight batch of a silent worker is verified.",
     )
     verify_grace: float = Field(
-        2.0, ge=0, description="Poll periods to wait before a batch not found at the gateway is resent."
+        2.0,
+        ge=0,
+        description="Poll periods to wait before a batch not found at the gateway is resent.",
     )
-    max_attempts: int = Field(5, ge=1, description="Submissions of a message before it ends rejected.")
+    max_attempts: int = Field(
+        5, ge=1, description="Submissions of a message before it ends rejected."
+    )
 
     # --- reconciler
-    reconcile_interval: float = Field(10.0, gt=0, description="Seconds between reconciler passes when idle.")
+    reconcile_interval: float = Field(
+        10.0, gt=0, description="Seconds between reconciler passes when idle."
+    )
     reconcile_urgent_interval: float = Field(
         1.0, gt=0, description="Seconds between reconciler passes while urgent messages wait."
     )
     delivery_report_wait: float = Field(
-        3600.0, ge=0, description="Seconds a sent message waits for a delivery report before it ends sent."
+        3600.0,
+        ge=0,
+        description="Seconds a sent message waits for a delivery report before it ends sent.",
     )
     status_ttl: float = Field(
-        172800.0, gt=0, description="Seconds a submitted message may go without a final code before it ends expired."
+        172800.0,
+        gt=0,
+        description="Seconds a submitted message may wait for a final code before it ends expired.",
     )
     match_window: float = Field(
         300.0, gt=0, description="Seconds around submission in which gateway records are matched."
@@ -83,16 +113,28 @@ class Settings(BaseSettings):
 
     # --- results
     webhook_url: str | None = Field(None, description="URL that receives a POST per event.")
-    webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key of the webhook signature header.")
-    webhook_timeout: float = Field(10.0, gt=0, description="Seconds before a webhook POST times out.")
-    webhook_retries: int = Field(8, ge=0, description="Retries of a failed webhook POST, with backoff.")
-    events_maxlen: int = Field(1_000_000, gt=0, description="Approximate length cap of the events stream.")
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of the webhook signature header."
+    )
+    webhook_timeout: float = Field(
+        10.0, gt=0, description="Seconds before a webhook POST times out."
+    )
+    webhook_retries: int = Field(
+        8, ge=0, description="Retries of a failed webhook POST, with backoff."
+    )
+    events_maxlen: int = Field(
+        1_000_000, gt=0, description="Approximate length cap of the events stream."
+    )
     record_ttl: int = Field(604800, gt=0, description="Seconds a final message record is kept.")
 
     # --- processes
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
-    log_json: bool | None = Field(None, description="JSON logs; default: JSON unless stderr is a terminal.")
-    metrics_port: int | None = Field(None, ge=1, le=65535, description="Port of the Prometheus metrics endpoint.")
+    log_json: bool | None = Field(
+        None, description="JSON logs; default: JSON unless stderr is a terminal."
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Port of the Prometheus metrics endpoint."
+    )
 
     @field_validator("log_level")
     @classmethod

@@ -26,7 +26,9 @@ class State(StrEnum):
 
 
 #: States a message never leaves.
-FINAL_STATES = frozenset({State.DELIVERED, State.FAILED, State.REJECTED, State.CANCELLED, State.EXPIRED})
+FINAL_STATES = frozenset(
+    {State.DELIVERED, State.FAILED, State.REJECTED, State.CANCELLED, State.EXPIRED}
+)
 #: States that may end a message (``sent`` once its report wait is over).
 ENDING_STATES = FINAL_STATES | {State.SENT}
 #: States of a message that waits in relay, not yet handed to the gateway.

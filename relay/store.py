@@ -26,7 +26,7 @@ ANY_OPEN = "*"
 
 
 def to_ms(seconds: float) -> int:
-    return int(round(seconds * 1000))
+    return round(seconds * 1000)
 
 
 def from_ms(ms: int | str | bytes) -> datetime:
@@ -110,7 +110,9 @@ class Message:
             "statustitle": self.statustitle,
             "error": self.error,
             "attempts": self.attempts,
-            "times": {k: v.isoformat() for k, v in sorted(self.times.items(), key=lambda kv: kv[1])},
+            "times": {
+                k: v.isoformat() for k, v in sorted(self.times.items(), key=lambda kv: kv[1])
+            },
         }
 
 
@@ -143,7 +145,10 @@ class Store:
         pipe = self.conn.pipeline(transaction=False)
         for msg_id in ids:
             pipe.hgetall(self.keys.msg(msg_id))
-        return [Message.from_hash(i, raw) if raw else None for i, raw in zip(ids, pipe.execute(), strict=True)]
+        return [
+            Message.from_hash(i, raw) if raw else None
+            for i, raw in zip(ids, pipe.execute(), strict=True)
+        ]
 
     def transition(
         self,
@@ -158,7 +163,7 @@ class Store:
         final: bool | None = None,
         client: redis.Redis | redis.client.Pipeline | None = None,
     ) -> list[str]:
-        """Move ``ids`` whose state is in ``allowed`` (or any non-final one, with ``"*"``) to ``to``.
+        """Move ``ids`` whose state is in ``allowed`` (``"*"``: any non-final one) to ``to``.
 
         Each change sets ``t_<to>``, ``fields`` and the message's ``per_message`` entry,
         moves the state counts and adds one event to the stream, atomically. ``add_index``
