@@ -129,12 +129,13 @@ class Producer:
         args: list[Any] = [now_ms, self.settings.events_maxlen, self.settings.idempotency_ttl]
         for msg, msg_id in zip(msgs, ids, strict=True):
             kind, dev, sim = msg.kind, msg.device_id, msg.sim
-            idem = k.idem(msg.key) if msg.key is not None else ""
+            # never "" in KEYS: an ACL user limited to ~<prefix>:* may not name it
+            idem = k.idem(msg.key) if msg.key is not None else k.msg(msg_id)
             if msg.timetosend is None:
                 keys += (k.msg(msg_id), k.lane(kind, dev, sim), k.ticket(kind, dev, sim), idem)
                 job = arms[(kind, dev, sim)].job_id
             else:
-                keys += (k.msg(msg_id), k.sched(kind, dev, sim), "", idem)
+                keys += (k.msg(msg_id), k.sched(kind, dev, sim), k.msg(msg_id), idem)
                 job = ""
             args.append(_packed(msg, msg_id, job))
         return keys, args

@@ -8,8 +8,10 @@
 -- then 4 keys per message i (base b = 4 + 4*(i-1)):
 -- KEYS[b+1]    message hash m:<id>
 -- KEYS[b+2]    lane list (queued) or schedule zset (scheduled) of its device/SIM and kind
--- KEYS[b+3]    ticket key of that lane, or "" when the message is scheduled
--- KEYS[b+4]    idempotency key idem:<key>, or "" when the message has no key
+-- KEYS[b+3]    ticket key of that lane; when the message is scheduled, its message hash
+--              again (unused: every KEYS entry is a real key of relay's, so Redis ACL key
+--              patterns such as ~<prefix>:* allow the call)
+-- KEYS[b+4]    idempotency key idem:<key>; without a key, the message hash again (unused)
 -- ARGV[1]      now (ms)
 -- ARGV[2]      events stream MAXLEN (approximate)
 -- ARGV[3]      idempotency key TTL (s)
@@ -62,7 +64,7 @@ for i = 1, n do
   local id, sendto, body, dev, sim = f[1], f[2], f[3], f[4], f[5]
   local urgent, cid, due, key, job = f[6], f[7], f[8], f[9], f[10]
   local known = nil
-  if KEYS[b + 4] ~= "" and not redis.call("SET", KEYS[b + 4], id, "NX", "EX", idem_ttl) then
+  if key ~= "" and not redis.call("SET", KEYS[b + 4], id, "NX", "EX", idem_ttl) then
     known = redis.call("GET", KEYS[b + 4])
   end
   if known then

@@ -2,8 +2,9 @@
 --
 -- KEYS[1]      counts hash (state -> number of messages)
 -- KEYS[2]      events stream
--- KEYS[3]      index to ZADD each changed id to (score = now), or "" for none
--- KEYS[4]      index to ZREM each changed id from, or "" for none
+-- KEYS[3]      index to ZADD each changed id to (score = now); KEYS[2] again (or "") for none
+-- KEYS[4]      index to ZREM each changed id from; KEYS[2] again (or "") for none
+--              (a real key of relay's, not "": Redis ACL key patterns must allow every key)
 -- KEYS[5..]    message hashes, one per id in ARGV[9..]
 -- ARGV[1]      new state
 -- ARGV[2]      allowed current states, comma separated ("*" = any non-final)
@@ -51,8 +52,8 @@ for i = 5, #KEYS do
       redis.call("HINCRBY", KEYS[1], cur, -1)
       redis.call("HINCRBY", KEYS[1], to, 1)
     end
-    if KEYS[3] ~= "" then redis.call("ZADD", KEYS[3], now, id) end
-    if KEYS[4] ~= "" then redis.call("ZREM", KEYS[4], id) end
+    if KEYS[3] ~= "" and KEYS[3] ~= KEYS[2] then redis.call("ZADD", KEYS[3], now, id) end
+    if KEYS[4] ~= "" and KEYS[4] ~= KEYS[2] then redis.call("ZREM", KEYS[4], id) end
     local ev = {"id", id, "state", to, "prev", cur, "final", final, "at", now}
     local vals = redis.call("HMGET", key, unpack(event_fields))
     for j, f in ipairs(event_fields) do
