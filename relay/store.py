@@ -187,7 +187,9 @@ class Store:
             json.dumps([dict(m) for m in per_message]) if per_message is not None else "",
             *ids,
         ]
-        keys = [self.keys.counts, self.keys.events, add_index, rem_index]
+        # "no index" is the events key again, never "": ACL key patterns must allow every key
+        none = self.keys.events
+        keys = [self.keys.counts, none, add_index or none, rem_index or none]
         keys += [self.keys.msg(i) for i in ids]
         target = client if client is not None else self.conn
         result = scripts.run(target, "transition", keys, args)
