@@ -67,6 +67,11 @@ class Outcome:
     not_rejected: dict[str, str] = field(default_factory=dict)
     """Id → the state it is in instead (e.g. already retried: ``queued``)."""
 
+    def add(self, other: Outcome) -> None:
+        self.done += other.done
+        self.missing += other.missing
+        self.not_rejected.update(other.not_rejected)
+
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -136,8 +141,9 @@ def _retry_lane(ctx: Context, dev: int, sim: int, ids: list[str], outcome: Outco
         try:
             with ctx.conn.pipeline(transaction=True) as pipe:
                 _watch(pipe, *(k.msg(i) for i in ids))
-                ready = _still_rejected(pipe, ctx, ids, outcome)
+                ready, left = _still_rejected(pipe, ctx, ids)
                 if not ready:
+                    outcome.add(left)
                     return
                 pipe.multi()
                 ctx.store.transition(
@@ -172,6 +178,7 @@ def _retry_lane(ctx: Context, dev: int, sim: int, ids: list[str], outcome: Outco
             if int(was_set)
         ]
         enqueue_tickets(ctx.conn, k, arms)
+        outcome.add(left)
         outcome.done.extend(ready)
         return
     raise RuntimeError(f"dead retry of {dev}/{sim}: records kept changing ({WATCH_TRIES} tries)")
@@ -182,19 +189,19 @@ def _watch(pipe: redis.client.Pipeline, *names: str) -> None:
 
 
 def _still_rejected(
-    pipe: redis.client.Pipeline, ctx: Context, ids: Sequence[str], outcome: Outcome
-) -> list[str]:
-    """Under WATCH: the ids still rejected; the others are noted in ``outcome``."""
-    ready = []
+    pipe: redis.client.Pipeline, ctx: Context, ids: Sequence[str]
+) -> tuple[list[str], Outcome]:
+    """Under WATCH: the ids still rejected, and an outcome noting the others."""
+    ready, left = [], Outcome()
     for msg_id in ids:
         state = pipe.hget(ctx.keys.msg(msg_id), "state")
         if state is None:
-            outcome.missing.append(msg_id)
+            left.missing.append(msg_id)
         elif _text(state) != State.REJECTED.value:
-            outcome.not_rejected[msg_id] = _text(state)
+            left.not_rejected[msg_id] = _text(state)
         else:
             ready.append(msg_id)
-    return ready
+    return ready, left
 
 
 # --- purge -----------------------------------------------------------------------------
@@ -218,7 +225,9 @@ def _purge_one(ctx: Context, msg_id: str, outcome: Outcome) -> None:
         try:
             with ctx.conn.pipeline(transaction=True) as pipe:
                 _watch(pipe, key)
-                if not _still_rejected(pipe, ctx, [msg_id], outcome):
+                ready, left = _still_rejected(pipe, ctx, [msg_id])
+                if not ready:
+                    outcome.add(left)
                     return
                 idem = pipe.hget(key, "key")
                 idem_key = k.idem(_text(idem)) if idem else None
