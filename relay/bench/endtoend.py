@@ -43,7 +43,8 @@ BATCH = 500
 
 @dataclass(frozen=True)
 class Cpu:
-    """CPU seconds each process spent while the worker ran."""
+    """CPU seconds each process spent while the worker ran (the worker's without its
+    start-up and shut-down, measured by a burst worker that found nothing to do)."""
 
     worker: float
     redis: float
@@ -63,10 +64,14 @@ def relay_flow(
         scope = Scope(cfg.redis_url, "e2e")
         settings = scope.settings(sim, device_overrides={str(d.id): 0.0 for d in devices})
         try:
+            idle = children_cpu()
+            if not start_workers(settings, 1, cfg.log_dir, burst=True).wait(TIMEOUT_S):
+                raise BenchError("an idle relay worker did not exit")
+            idle = children_cpu() - idle
             with Relay(settings) as relay:
                 relay.send_many(messages(count, [d.id for d in devices], seed=5))
             conn = scope.conn()
-            before = (children_cpu(), redis_cpu(conn), process_cpu(sim.pid))
+            before = (children_cpu() + idle, redis_cpu(conn), process_cpu(sim.pid))
             start = time.monotonic()
             workers = start_workers(settings, 1, cfg.log_dir, burst=True, profile=profile)
             if not workers.wait(TIMEOUT_S):

@@ -20,6 +20,7 @@ from relay.bench.env import (
     final_count,
     messages,
     phones,
+    redis_cpu,
     start_workers,
     wait_until,
 )
@@ -80,7 +81,9 @@ def measure(cfg: BenchConfig) -> Measurement:
             before = sim.requests()
             ctx = Context.from_settings(settings)
             try:
+                redis_before = redis_cpu(ctx.conn)
                 passes, seconds, cpu = settle(ctx, n, profile)
+                redis_us = (redis_cpu(ctx.conn) - redis_before) * 1e6 / n
                 final = final_count(ctx.conn, settings)
             finally:
                 ctx.close()
@@ -91,7 +94,8 @@ def measure(cfg: BenchConfig) -> Measurement:
     calls = {k: v for k, v in calls.items() if v}
     total = sum(calls.values())
     m.values = {"messages": n, "devices": cfg.reconcile_devices, "final": final,
-                "passes": passes, "seconds": seconds, "cpu_s": cpu, "calls": calls,
+                "passes": passes, "seconds": seconds, "cpu_s": cpu,
+                "redis_cpu_us_per_msg": redis_us, "calls": calls,
                 "total_calls": total,
                 "msgs_per_s": final / seconds if seconds else 0.0}
     m.rows = [
@@ -99,6 +103,7 @@ def measure(cfg: BenchConfig) -> Measurement:
             f"{passes} pass(es), {fmt(final / seconds if seconds else 0)} msgs/s, "
             f"reconciler CPU {fmt(cpu, ' s')}"),
         Row("  gateway calls", f"{total:,}", ", ".join(f"{k} {v}" for k, v in calls.items())),
+        Row("  Redis CPU per message", fmt(redis_us, " µs")),
     ]
     if final < n:
         m.notes.append(f"only {final} of {n} messages final after {passes} passes")

@@ -77,12 +77,16 @@ class Measurement:
 
 
 def machine() -> dict[str, Any]:
-    """Where the numbers come from."""
+    """Where the numbers come from (``hiredis``: redis-py parses replies in C)."""
+    from redis.utils import HIREDIS_AVAILABLE
+
     return {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "nice": os.nice(0),
+        "hiredis": HIREDIS_AVAILABLE,
     }
 
 
