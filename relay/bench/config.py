@@ -48,6 +48,9 @@ class BenchConfig:
     scale_each: float = 0.005
     scale_poll: float = 0.5
     scale_workers: tuple[int, ...] = (1, 2, 4)
+    paced_devices: int = 10
+    paced_each: float = 0.05
+    paced_messages: int = 1_000
     # reconciler
     reconcile_messages: int = 10_000
     reconcile_devices: int = 10
@@ -69,7 +72,8 @@ class BenchConfig:
                 e2e_messages=600, e2e_devices=2, rq_messages=10, rq_probe=10,
                 latency_backlog=200, latency_devices=2, latency_samples=5, latency_workers=1,
                 latency_settle=0.2, calls_messages=100, calls_devices=2, reconcile_interval=1.0,
-                scale_messages=300, scale_devices=3, scale_workers=(1, 2),
+                scale_messages=300, scale_devices=3, scale_workers=(1, 2), paced_messages=60,
+                paced_devices=2,
                 reconcile_messages=100, reconcile_devices=2,
             )
         elif mode != "full":
