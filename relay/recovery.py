@@ -46,12 +46,17 @@ from relay.errors import GatewayError
 from relay.keys import BULK, URGENT
 from relay.log import get_logger
 from relay.matching import (
+    Fetch,
     Observation,
     Submitted,
+    customer_key,
     fetch_records,
     find_matches,
+    normalise_body,
+    phone_key,
     record_matches,
 )
+from relay.reconciler import load_tracked, read_records
 from relay.states import State
 from relay.tickets import Arm, enqueue_tickets, new_job_id
 
@@ -228,6 +233,9 @@ def verify_batch(ctx: Context, batch: Batch) -> bool:
         except GatewayError as exc:
             _retry_later(ctx, batch, str(exc))
             return False
+        except _DeviceBusy:
+            ctx.conn.zadd(ctx.keys.verify, {batch.bid: ctx.now_ms() + BUSY_RETRY_MS})
+            return False
         _mark_found(ctx, batch, [d for d in doubts if d.id in found])
         doubts = [d for d in doubts if d.id not in found]
     if doubts and not _grace_over(ctx, batch):
@@ -238,18 +246,80 @@ def verify_batch(ctx: Context, batch: Batch) -> bool:
     return True
 
 
+BUSY_RETRY_MS = 500
+"""How soon a verification put off by a batch still in flight on its device is tried again."""
+
+
+class _DeviceBusy(Exception):
+    """A batch claimed before the look-up, with a twin of a doubt, is still in flight."""
+
+
 def _look_up(ctx: Context, batch: Batch, doubts: Sequence[Doubt]) -> set[str]:
-    """Ids of ``doubts`` the gateway holds (recorded with their ``sms_id``)."""
+    """Ids of ``doubts`` the gateway holds (recorded with their ``sms_id``).
+
+    A gateway record may belong to a doubtful message or to an identical one that surely
+    was stored. The sure ones get first pick: their unmatched records are matched before
+    the doubts, and while a batch claimed before the look-up with an identical message is
+    still in flight on the device (about to become sure) the check is put off.
+    Otherwise a doubt could take a twin's record, be taken for stored, and never be sent.
+    """
     known = {d.id for d in doubts if d.sms_id}
     unmatched = [d.submitted for d in doubts if not d.sms_id]
     if not unmatched:
         return known
     margin = ctx.settings.match_window
     claimed = batch.claimed_ms / 1000
+    asked_ms = ctx.now_ms()
     fetch = fetch_records(ctx, batch.dev, claimed - margin, claimed + margin)
+    if _twin_in_flight(ctx, batch.dev, asked_ms, unmatched):
+        raise _DeviceBusy
+    _match_sure_first(ctx, batch.dev, fetch, claimed, margin)
     found = find_matches(ctx, batch.dev, unmatched, fetch, window=margin)
     pairs = [(mid, Observation.of(record)) for mid, record in found.items()]
     return known | record_matches(ctx, batch.dev, pairs, [State.UNKNOWN])
+
+
+def _twin_in_flight(ctx: Context, dev: int, ms: int, doubts: Sequence[Submitted]) -> bool:
+    """Whether a batch of ``dev`` claimed before ``ms`` and still being submitted holds a
+    message identical to one of ``doubts`` (its record may be in the look-up already)."""
+    bids: Any = ctx.conn.zrangebyscore(ctx.keys.inflight, "-inf", ms)
+    if not bids:
+        return False
+    pipe = ctx.conn.pipeline(transaction=False)
+    for bid in bids:
+        pipe.hmget(ctx.keys.batch(bid.decode()), ["dev", "ids"])
+    ids = [
+        i
+        for dev_raw, ids_raw in pipe.execute()
+        if dev_raw is not None and int(dev_raw) == dev and ids_raw
+        for i in ids_raw.decode().split(",")
+    ]
+    if not ids:
+        return False
+    wanted = {_twin_key(d.sendto, d.body, d.customerid) for d in doubts}
+    rows = read_records(ctx, ids, ["sendto", "body", "customerid"])
+    return any(
+        _twin_key(str(sendto), str(body), int(cid) if cid not in (None, "") else None) in wanted
+        for sendto, body, cid in rows
+        if sendto is not None and body is not None
+    )
+
+
+def _twin_key(sendto: str, body: str, customerid: int | None) -> tuple[str, str, int | None]:
+    return phone_key(sendto), normalise_body(body), customer_key(customerid)
+
+
+def _match_sure_first(ctx: Context, dev: int, fetch: Fetch, claimed: float, margin: float) -> None:
+    """Give the device's submitted-but-unmatched messages near ``claimed`` their records."""
+    lo, hi = int((claimed - 2 * margin) * 1000), int((claimed + 2 * margin) * 1000)
+    rows: Any = ctx.conn.zrangebyscore(ctx.keys.pending(dev), lo, hi, withscores=True)
+    tracked = load_tracked(ctx, [(m.decode(), int(score)) for m, score in rows])
+    sure = [t.as_submitted() for t in tracked if not t.done and t.sms_id is None]
+    if not sure:
+        return
+    found = find_matches(ctx, dev, sure, fetch, window=margin)
+    pairs = [(mid, Observation.of(record)) for mid, record in found.items()]
+    record_matches(ctx, dev, pairs, [State.SUBMITTED, State.SENT])
 
 
 def _mark_found(ctx: Context, batch: Batch, found: Sequence[Doubt]) -> None:

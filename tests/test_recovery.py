@@ -31,6 +31,7 @@ from tests.test_reconciler import (
     outgoing,
     put_records,
     state_of,
+    submit,
     wait_until,
 )
 
@@ -133,6 +134,52 @@ def test_grace_outlasts_the_request_time_out(
     clock.advance(8.5)
     assert verify_due(ctx) == 1
     assert all(state_of(ctx, i)[0] == State.QUEUED for i in ids)
+
+
+TWIN = {"sendto": PHONE, "body": "your code is 1234"}
+
+
+def test_a_doubtful_twin_never_takes_the_record_of_a_sure_one(
+    make_simulator: MakeSimulator, make_ctx: MakeCtx
+) -> None:
+    """Two identical messages, one record: it belongs to the one surely stored."""
+    clock = FakeClock()
+    sim = make_simulator(clock=clock)
+    ctx = make_ctx(sim, clock, default_poll_interval=0.5, verify_grace=2.0, gateway_timeout=1.0)
+    sim.faults.add("addalotofsms", "drop_before")
+    _bid, doubtful = send_in_doubt(ctx, [TWIN])  # older, never stored
+    clock.advance(0.5)
+    sure = submit(ctx, [TWIN])  # younger, stored, not matched yet
+    clock.advance(5)
+    assert verify_due(ctx) == 1
+    assert state_of(ctx, doubtful[0])[0] == State.QUEUED, "not found, so sent again"
+    [entry] = sim.ledger()
+    assert state_of(ctx, sure[0])[2] == entry.sms_id
+
+
+def test_verification_waits_for_a_batch_still_in_flight_on_its_device(
+    make_simulator: MakeSimulator, make_ctx: MakeCtx
+) -> None:
+    """A batch claimed before the look-up may hold a twin's record: wait for its outcome."""
+    clock = FakeClock()
+    sim = make_simulator(clock=clock)
+    ctx = make_ctx(sim, clock, default_poll_interval=0.5, verify_grace=2.0, gateway_timeout=1.0)
+    sim.faults.add("addalotofsms", "drop_before")
+    _bid, doubtful = send_in_doubt(ctx, [TWIN])
+    clock.advance(0.5)
+    flying = put_records(ctx, [TWIN])
+    bid = claim(ctx, flying)
+    ctx.gateway.add_many(outgoing(ctx, flying))  # stored; its worker has not recorded it yet
+    clock.advance(5)
+    assert verify_due(ctx) == 0
+    assert state_of(ctx, doubtful[0])[0] == State.UNKNOWN
+    k = ctx.keys
+    ctx.store.transition(flying, State.SUBMITTED, [State.SUBMITTING], add_index=k.pending(260))
+    ctx.conn.zrem(k.inflight, bid)
+    clock.advance(1)
+    assert verify_due(ctx) == 1
+    assert state_of(ctx, doubtful[0])[0] == State.QUEUED
+    assert state_of(ctx, flying[0])[2] == sim.ledger()[0].sms_id
 
 
 def test_gateway_unavailable_during_verification_waits_and_never_resends(
