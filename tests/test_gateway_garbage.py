@@ -14,6 +14,8 @@ to the project's simulator. Whatever comes back:
   their final state once the gateway answers sense again.
 - device syncs fail with a gateway error, never another exception; a real burst worker
   process survives garbage, and every message reaches the gateway exactly once.
+
+40 fuzzed answers a test; ``HYPOTHESIS_PROFILE=long`` makes it 500 (with ``--timeout 0``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -52,7 +55,8 @@ from tests.fixtures.workers import MakeSettings, StartWorkers
 
 DEV, SIM = 260, 0
 _CHECKS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=_CHECKS)
+LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"  # as in test_properties: more examples
+FUZZ = settings(max_examples=500 if LONG else 40, deadline=None, suppress_health_check=_CHECKS)
 
 
 # --- the stub gateway ------------------------------------------------------------------
