@@ -105,7 +105,10 @@ class Setup:
             return len(found) == len(self.sent)
 
         if not wait_until(all_stored, WAIT_S, poll=0.5):
-            raise BenchError(f"only {len(found)} of {len(self.sent)} urgent messages arrived")
+            counts = {k.decode(): int(v) for k, v in
+                      self.conn.hgetall(Keys(self.settings.key_prefix).counts).items()}
+            raise BenchError(f"only {len(found)} of {len(self.sent)} urgent messages arrived "
+                             f"(relay's states: {counts})")
         return [(found[cid] - at) * 1000 for cid, at in self.sent.items()]
 
     def bulk_queued(self) -> int:
