@@ -62,8 +62,8 @@ class BenchConfig:
         if mode == "quick":
             base = replace(
                 base, enqueue_single=1_000, enqueue_many=5_000, memory_messages=20_000,
-                e2e_messages=20_000, rq_messages=300, rq_probe=60, latency_backlog=20_000,
-                latency_samples=150, calls_messages=2_000, scale_messages=10_000,
+                e2e_messages=10_000, rq_messages=150, rq_probe=30, latency_backlog=20_000,
+                latency_samples=150, calls_messages=2_000, scale_messages=6_000,
                 reconcile_messages=2_000,
             )
         elif mode == "tiny":
