@@ -297,5 +297,7 @@ class Submitter:
             )
             pipe.zrem(k.inflight, batch.bid)
             pipe.zadd(k.verify, {batch.bid: check_at})
+            # the request is over on this side: recovery's grace counts from here
+            pipe.hset(k.batch(batch.bid), "doubted", self.ctx.now_ms())
             pipe.execute()
         log.warning("dispatch.outcome_unknown", **self._where(batch), error=error)

@@ -19,13 +19,13 @@ to a lease time, so one process works on it and a dead one's batch comes back):
 2. one ``getallsms`` (narrowed when capped) around the claim time; ``unknown`` messages
    found there (:mod:`relay.matching`) get their ``sms_id`` and become ``submitted``,
    joining ``pending`` for the reconciler (urgent ones ``urgent-waiting``);
-3. messages not found, once the grace since the claim has passed
-   (``RELAY_VERIFY_GRACE`` times the device's ``delaybetweenrequest``, and never less than
-   ``RELAY_GATEWAY_TIMEOUT`` + :data:`MIN_GRACE` s: a slow gateway may store a request after
-   the client gave up on it; the gateway lists a stored message at once, the rest of the
-   grace covers clock skew and slow storage), go back to the FRONT of their lane as ``queued`` with
-   ``attempts`` + 1 and the lane's ticket armed (``lua/requeue.lua``, in one MULTI with the
-   transition); after ``RELAY_MAX_ATTEMPTS`` they end ``rejected``. Before the grace the
+3. messages not found, once the grace has passed (``RELAY_VERIFY_GRACE`` times the
+   device's ``delaybetweenrequest``, at least :data:`MIN_GRACE` s, counted from the moment
+   the request was over on relay's side — the client's time-out or error, or the recovery
+   of a dead worker's batch — since a slow gateway may store a request after the client
+   gave up on it), go back to the FRONT of their lane as ``queued`` with ``attempts`` + 1
+   and the lane's ticket armed (``lua/requeue.lua``, in one MULTI with the transition);
+   after ``RELAY_MAX_ATTEMPTS`` they end ``rejected``. Before the grace the
    check is rescheduled.
 
 When the gateway cannot be asked, the batch waits and is checked again later (capped
@@ -88,6 +88,8 @@ class Batch:
     ids: tuple[str, ...]
     claimed_ms: int
     tries: int = 0
+    doubted_ms: int = 0
+    """When the request was known to be over on relay's side (0: not recorded)."""
 
     @property
     def origin(self) -> str:
@@ -101,7 +103,7 @@ class Batch:
         try:
             ids = tuple(i for i in h.get("ids", "").split(",") if i)
             return cls(bid, int(h["dev"]), int(h["sim"]), ids, int(h["claimed"]),
-                       int(h.get("verify_tries") or 0))
+                       int(h.get("verify_tries") or 0), int(h.get("doubted") or 0))
         except (KeyError, ValueError):
             _log.error("recovery.batch_unreadable", batch=bid, fields=sorted(h))
             return None
@@ -165,6 +167,7 @@ def recover_inflight(ctx: Context, *, limit: int = BATCH_LIMIT) -> int:
         if not scripts.run(ctx.conn, "take", keys, [bid, int(score), now, new]):
             continue
         taken += 1
+        ctx.conn.hset(ctx.keys.batch(new), "doubted", now)  # its worker is gone or silent
         batch = _load_batch(ctx, new)
         _log.warning("recovery.inflight_stale", batch=bid, dev=batch and batch.dev,
                      size=batch and len(batch.ids), age_s=(now - score) / 1000,
@@ -239,7 +242,7 @@ def verify_batch(ctx: Context, batch: Batch) -> bool:
         _mark_found(ctx, batch, [d for d in doubts if d.id in found])
         doubts = [d for d in doubts if d.id not in found]
     if doubts and not _grace_over(ctx, batch):
-        ctx.conn.zadd(ctx.keys.verify, {batch.bid: batch.claimed_ms + _grace_ms(ctx, batch)})
+        ctx.conn.zadd(ctx.keys.verify, {batch.bid: _grace_end_ms(ctx, batch)})
         return False
     _put_back(ctx, batch, doubts, count_attempt=True, drop=True)
     _log.info("recovery.batch_settled", batch=batch.bid, dev=batch.dev, resent=len(doubts))
@@ -448,16 +451,22 @@ def poll_delay(ctx: Context, dev: int) -> float:
         return ctx.settings.default_poll_interval
 
 
-def _grace_ms(ctx: Context, batch: Batch) -> int:
-    # A request may still be inside the gateway until the client's own time-out ran out
-    # (a slow gateway stores after the client gave up): the grace never ends before it.
-    request_lifetime = ctx.settings.gateway_timeout + MIN_GRACE
-    grace = max(request_lifetime, ctx.settings.verify_grace * poll_delay(ctx, batch.dev))
-    return int(grace * 1000)
+def _grace_end_ms(ctx: Context, batch: Batch) -> int:
+    """When a message of ``batch`` not found at the gateway may be sent again.
+
+    The grace counts from the moment the request was over on relay's side (the client's
+    time-out or error, or the recovery of a dead worker's batch): a slow gateway may still
+    store a request it received then. Without that moment recorded, it counts from the
+    claim and includes the request's whole time-out.
+    """
+    grace = max(MIN_GRACE, ctx.settings.verify_grace * poll_delay(ctx, batch.dev))
+    if batch.doubted_ms:
+        return max(batch.doubted_ms, batch.claimed_ms) + int(grace * 1000)
+    return batch.claimed_ms + int((grace + ctx.settings.gateway_timeout) * 1000)
 
 
 def _grace_over(ctx: Context, batch: Batch) -> bool:
-    return ctx.now_ms() >= batch.claimed_ms + _grace_ms(ctx, batch)
+    return ctx.now_ms() >= _grace_end_ms(ctx, batch)
 
 
 def _lease_ms(ctx: Context) -> int:

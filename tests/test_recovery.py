@@ -49,6 +49,7 @@ def send_in_doubt(ctx: Context, items: Sequence[dict[str, Any]] = ITEMS) -> tupl
     ctx.store.transition(ids, State.UNKNOWN, [State.SUBMITTING], fields={"error": "timeout"})
     ctx.conn.zrem(ctx.keys.inflight, bid)
     ctx.conn.zadd(ctx.keys.verify, {bid: ctx.now_ms()})
+    ctx.conn.hset(ctx.keys.batch(bid), "doubted", ctx.now_ms())
     return bid, ids
 
 
@@ -119,19 +120,38 @@ def test_batch_never_stored_goes_back_to_the_lane_head_after_the_grace(
     assert sim.ledger() == []
 
 
-def test_grace_outlasts_the_request_time_out(
+def test_grace_counts_from_the_moment_of_doubt(
     make_simulator: MakeSimulator, make_ctx: MakeCtx
 ) -> None:
-    """A slow gateway may store a batch after the client gave up: the grace covers that."""
+    """A slow gateway may store a batch after the client gave up: the grace starts then."""
     clock = FakeClock()
     sim = make_simulator(clock=clock)
     ctx = make_ctx(sim, clock, default_poll_interval=0.5, verify_grace=2.0, gateway_timeout=10.0)
     sim.faults.add("addalotofsms", "drop_before")
-    _bid, ids = send_in_doubt(ctx)
-    clock.advance(5)  # past the poll grace (1 s), inside the time-out (10 s + 3 s)
+    bid, ids = send_in_doubt(ctx)
+    clock.advance(8)  # the request took its time before it failed
+    ctx.conn.hset(ctx.keys.batch(bid), "doubted", ctx.now_ms())
+    clock.advance(MIN_GRACE - 0.5)
     assert verify_due(ctx) == 0
     assert all(state_of(ctx, i)[0] == State.UNKNOWN for i in ids)
-    clock.advance(8.5)
+    clock.advance(1)
+    assert verify_due(ctx) == 1
+    assert all(state_of(ctx, i)[0] == State.QUEUED for i in ids)
+
+
+def test_without_a_moment_of_doubt_the_grace_outlasts_the_request_time_out(
+    make_simulator: MakeSimulator, make_ctx: MakeCtx
+) -> None:
+    clock = FakeClock()
+    sim = make_simulator(clock=clock)
+    ctx = make_ctx(sim, clock, default_poll_interval=0.5, verify_grace=2.0, gateway_timeout=10.0)
+    sim.faults.add("addalotofsms", "drop_before")
+    bid, ids = send_in_doubt(ctx)
+    ctx.conn.hdel(ctx.keys.batch(bid), "doubted")
+    clock.advance(MIN_GRACE + 5)  # past the grace, inside the time-out (10 s + 3 s)
+    assert verify_due(ctx) == 0
+    assert all(state_of(ctx, i)[0] == State.UNKNOWN for i in ids)
+    clock.advance(5.5)
     assert verify_due(ctx) == 1
     assert all(state_of(ctx, i)[0] == State.QUEUED for i in ids)
 

@@ -200,6 +200,11 @@ def check(relay: Relay, sim: Simulator, sent: Sent) -> dict[str, int]:
     stored: Counter[tuple[str, str]] = Counter((e.sendto, e.body) for e in ledger)
     by_sms = {e.sms_id: e for e in ledger}
     duplicated = sum(max(0, n - sent.attempts[key]) for key, n in stored.items())
+    for key, n in stored.items():
+        if n > sent.attempts[key]:  # say what happened, for whoever reads a failure
+            entries = [e.to_dict() for e in ledger if (e.sendto, e.body) == key]
+            ids = [i for i, k in sent.acked.items() if k == key]
+            print("duplicated:", key, entries, [relay.status(i).to_dict() for i in ids])
     lost = mismatched = 0
     owners: Counter[int] = Counter()
     for msg_id, key in sent.acked.items():
