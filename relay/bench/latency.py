@@ -105,8 +105,9 @@ class Setup:
             return len(found) == len(self.sent)
 
         if not wait_until(all_stored, WAIT_S, poll=0.5):
-            counts = {k.decode(): int(v) for k, v in
-                      self.conn.hgetall(Keys(self.settings.key_prefix).counts).items()}
+            raw: dict[bytes, bytes] = self.conn.hgetall(  # type: ignore[assignment]
+                Keys(self.settings.key_prefix).counts)
+            counts = {k.decode(): int(v) for k, v in raw.items()}
             raise BenchError(f"only {len(found)} of {len(self.sent)} urgent messages arrived "
                              f"(relay's states: {counts})")
         return [(found[cid] - at) * 1000 for cid, at in self.sent.items()]
