@@ -63,7 +63,7 @@ class BenchConfig:
             base = replace(
                 base, enqueue_single=1_000, enqueue_many=5_000, memory_messages=20_000,
                 e2e_messages=10_000, rq_messages=150, rq_probe=30, latency_backlog=20_000,
-                latency_samples=150, calls_messages=2_000, scale_messages=6_000,
+                latency_samples=300, calls_messages=2_000, scale_messages=6_000,
                 reconcile_messages=2_000,
             )
         elif mode == "tiny":
