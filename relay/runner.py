@@ -26,12 +26,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-from pydantic import SecretStr
-
 from relay.clock import SYSTEM_CLOCK, Clock
 from relay.errors import RelayError
 from relay.log import get_logger
-from relay.settings import ENV_PREFIX, Settings
+from relay.settings import ENV_PREFIX, Settings, settings_env
 
 if TYPE_CHECKING:
     from relay.context import Context
@@ -47,24 +45,6 @@ IDLE_POLL_S = 0.2
 
 class ChildFailed(RelayError):
     """A worker or reconciler process keeps exiting right after it starts (its log says why)."""
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``settings`` as ``RELAY_*`` environment variables (None values left out)."""
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if isinstance(value, dict | list):
-            text = json.dumps(value)
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        else:
-            text = str(value)
-        env[f"{ENV_PREFIX}{name.upper()}"] = text
-    return env
 
 
 def child_env(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[str, str]:

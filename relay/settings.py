@@ -7,6 +7,7 @@ Every public knob of relay lives here, so the configuration table in the README 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -183,6 +184,25 @@ class Settings(BaseSettings):
             if key in self.device_overrides:
                 return float(self.device_overrides[key])
         return None
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as the ``RELAY_*`` environment variables that reproduce them (None left
+    out), for child processes: workers, reconcilers, benchmarks and tests."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, dict | list):
+            text = json.dumps(value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        env[f"{ENV_PREFIX}{name.upper()}"] = text
+    return env
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -29,11 +29,10 @@ from typing import Any
 
 import httpx
 import redis
-from pydantic import SecretStr
 
 from relay.errors import ConfigError
 from relay.log import get_logger
-from relay.settings import Settings, load_settings
+from relay.settings import Settings, load_settings, settings_env
 
 log = get_logger(__name__)
 
@@ -114,24 +113,6 @@ class Scope:
             return deleted
         finally:
             conn.close()
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``settings`` as the ``RELAY_*`` environment variables that reproduce them."""
-    env = {}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if isinstance(value, dict | list):
-            text = json.dumps(value)
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        else:
-            text = str(value)
-        env[f"RELAY_{name.upper()}"] = text
-    return env
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:
