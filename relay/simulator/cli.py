@@ -50,7 +50,8 @@ def banner(sim: Simulator, *, as_json: bool = False) -> str:
     if as_json:
         return json.dumps(info, separators=(",", ":"))
     devices = ",".join(
-        f"{d.id}(request={d.delaybetweenrequest}s,each={d.delaybetweeneachsms}s)"
+        f"{d.id}(request={d.delaybetweenrequest}s,each="
+        f"{'null' if d.delaybetweeneachsms is None else f'{d.delaybetweeneachsms}s'})"
         for d in sim.devices()
     )
     return (
