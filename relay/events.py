@@ -166,8 +166,12 @@ def claim_stale(
     cursor: Any = "0-0"
     for _ in range(_CLAIM_ROUNDS):
         answer: Any = ctx.conn.xautoclaim(
-            ctx.keys.events, group, consumer, min_idle_time=min_idle_ms,
-            start_id=cursor, count=count - len(events),
+            ctx.keys.events,
+            group,
+            consumer,
+            min_idle_time=min_idle_ms,
+            start_id=cursor,
+            count=count - len(events),
         )
         cursor, entries = answer[0], answer[1]
         gone = [entry_id for entry_id, fields in entries if not fields]
@@ -206,7 +210,11 @@ def read_events(
 
 
 def _read(
-    ctx: Context, group: str, consumer: str, count: int, block_ms: int | None,
+    ctx: Context,
+    group: str,
+    consumer: str,
+    count: int,
+    block_ms: int | None,
     min_idle_ms: int | None,
 ) -> list[Event]:
     events: list[Event] = []
@@ -234,8 +242,4 @@ def pending_ids(ctx: Context, group: str, event_ids: Sequence[str]) -> set[str]:
     pipe = ctx.conn.pipeline(transaction=False)
     for event_id in event_ids:
         pipe.xpending_range(ctx.keys.events, group, min=event_id, max=event_id, count=1)
-    return {
-        event_id
-        for event_id, found in zip(event_ids, pipe.execute(), strict=True)
-        if found
-    }
+    return {event_id for event_id, found in zip(event_ids, pipe.execute(), strict=True) if found}

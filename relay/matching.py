@@ -255,8 +255,13 @@ def fetch_records(
         first, last = stack.pop()
         if before_request is not None:
             before_request()
-        answer = ctx.gateway.get_all_sms(device_id=device_id, begindate=_utc(first),
-                                         enddate=_utc(last), phone=phone, timezone="UTC")
+        answer = ctx.gateway.get_all_sms(
+            device_id=device_id,
+            begindate=_utc(first),
+            enddate=_utc(last),
+            phone=phone,
+            timezone="UTC",
+        )
         fetch.requests += 1
         if answer.more_available and last > first:
             middle = (first + last) // 2
@@ -264,8 +269,14 @@ def fetch_records(
             continue
         if answer.more_available:
             fetch.complete = False
-            _log.warning("matching.window_capped", device=device_id, second=first,
-                         count=answer.count, returned=len(answer.records), by_phone=bool(phone))
+            _log.warning(
+                "matching.window_capped",
+                device=device_id,
+                second=first,
+                count=answer.count,
+                returned=len(answer.records),
+                by_phone=bool(phone),
+            )
         fetch.records.update((record.id, record) for record in answer.records)
     return fetch
 
@@ -291,8 +302,9 @@ class Observation:
 
     @classmethod
     def of(cls, record: SmsRecord) -> Observation:
-        return cls(record.id, record.status,
-                   record.statustitle or STATUS_TITLES.get(record.status, ""))
+        return cls(
+            record.id, record.status, record.statustitle or STATUS_TITLES.get(record.status, "")
+        )
 
 
 def taken_sms_ids(ctx: Context, dev: int, sms_ids: Sequence[int]) -> set[int]:
@@ -348,8 +360,16 @@ def find_matches(
     for m in missing:
         by_phone[m.sendto].append(m.submitted)
     for phone, times in list(by_phone.items())[:PHONE_LOOKUPS]:
-        fetch.add(fetch_records(ctx, dev, min(times) - window, max(times) + window,
-                                phone=phone, before_request=before_request))
+        fetch.add(
+            fetch_records(
+                ctx,
+                dev,
+                min(times) - window,
+                max(times) + window,
+                phone=phone,
+                before_request=before_request,
+            )
+        )
     taken = taken_sms_ids(ctx, dev, list(fetch.records))
     return match(messages, fetch.records.values(), window=window, taken=taken)
 

@@ -182,8 +182,9 @@ class Reconciler:
                 self.reconcile_device(dev, report)
             except (GatewayError, LeaseLost) as exc:
                 report.errors += 1
-                _log.warning("reconcile.device_failed", device=dev, error=str(exc),
-                             kind=type(exc).__name__)
+                _log.warning(
+                    "reconcile.device_failed", device=dev, error=str(exc), kind=type(exc).__name__
+                )
                 if not isinstance(exc, GatewayRejected | LeaseLost):
                     break  # the gateway as a whole is in trouble: back off
             except redis.RedisError:
@@ -233,8 +234,9 @@ class Reconciler:
 
     def reconcile_device(self, dev: int, report: PassReport) -> None:
         """Reconcile ``dev`` under its lease; a device leased by another process is skipped."""
-        lease = Lease(self.ctx.conn, self.ctx.keys.lease(f"reconcile:{dev}"), self.name,
-                      self.lease_ms)
+        lease = Lease(
+            self.ctx.conn, self.ctx.keys.lease(f"reconcile:{dev}"), self.name, self.lease_ms
+        )
         if not lease.hold():
             report.busy += 1
             return
@@ -276,8 +278,14 @@ class Reconciler:
         fetch = Fetch()
         for begin, end in windows_for([t.submitted for t in unmatched + followed], margin):
             fetch.add(fetch_records(self.ctx, dev, begin, end, before_request=lease.renew))
-        found = find_matches(self.ctx, dev, [t.as_submitted() for t in unmatched], fetch,
-                             window=margin, before_request=lease.renew)
+        found = find_matches(
+            self.ctx,
+            dev,
+            [t.as_submitted() for t in unmatched],
+            fetch,
+            window=margin,
+            before_request=lease.renew,
+        )
         report.requests += fetch.requests
         records = fetch.records
         observed = {mid: Observation.of(record) for mid, record in found.items()}
@@ -318,8 +326,12 @@ class Reconciler:
 
         Only while :meth:`run` runs: a lone ``run_once`` leaves no entry behind.
         """
-        beat = {"kind": "reconciler", "host": socket.gethostname(), "pid": os.getpid(),
-                "seen": self.ctx.now_ms()}
+        beat = {
+            "kind": "reconciler",
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "seen": self.ctx.now_ms(),
+        }
         if self._running:
             self.ctx.conn.hset(self.ctx.keys.processes, self.name, json.dumps(beat))
 
@@ -399,12 +411,20 @@ _FROM = {
 
 
 def apply_observations(
-    ctx: Context, dev: int, live: Sequence[Tracked], observed: dict[str, Observation],
+    ctx: Context,
+    dev: int,
+    live: Sequence[Tracked],
+    observed: dict[str, Observation],
     report: PassReport,
 ) -> dict[str, State]:
     """Record new matches and status codes, then move states; returns id → new state."""
-    fresh = [(t.id, o) for t in live if (o := observed.get(t.id)) and t.message
-             and (t.sms_id, t.message.status) != (o.sms_id, o.status)]
+    fresh = [
+        (t.id, o)
+        for t in live
+        if (o := observed.get(t.id))
+        and t.message
+        and (t.sms_id, t.message.status) != (o.sms_id, o.status)
+    ]
     recorded = record_matches(ctx, dev, fresh, [State.SUBMITTED, State.SENT])
     report.matched += sum(1 for t in live if t.id in recorded and t.sms_id is None)
     targets: dict[State, list[tuple[str, Observation]]] = {}
@@ -416,17 +436,28 @@ def apply_observations(
             targets.setdefault(target, []).append((t.id, obs))
     changed: dict[str, State] = {}
     for target, items in targets.items():
-        per = [{"sms_id": o.sms_id, "status": o.status, "statustitle": o.title}
-               | ({"error": o.title} if target == State.FAILED else {}) for _, o in items]
-        ids = ctx.store.transition([i for i, _ in items], target, _FROM[target],
-                                   per_message=per, final=target in FINAL_STATES)
+        per = [
+            {"sms_id": o.sms_id, "status": o.status, "statustitle": o.title}
+            | ({"error": o.title} if target == State.FAILED else {})
+            for _, o in items
+        ]
+        ids = ctx.store.transition(
+            [i for i, _ in items],
+            target,
+            _FROM[target],
+            per_message=per,
+            final=target in FINAL_STATES,
+        )
         changed.update(dict.fromkeys(ids, target))
         report.count(target.value, len(ids))
     return changed
 
 
 def apply_timeouts(
-    ctx: Context, live: Sequence[Tracked], changed: dict[str, State], now_ms: int,
+    ctx: Context,
+    live: Sequence[Tracked],
+    changed: dict[str, State],
+    now_ms: int,
     report: PassReport,
 ) -> None:
     """``sent`` → final after the report wait; ``submitted`` → ``expired`` after the TTL."""
@@ -445,8 +476,10 @@ def apply_timeouts(
     done = ctx.store.transition(finish, State.SENT, "*", final=True)
     report.count("sent_final", len(done))
     error = {"error": "no final status within the status TTL"}
-    report.count(State.EXPIRED.value, len(
-        ctx.store.transition(expire, State.EXPIRED, [State.SUBMITTED], fields=error)))
+    report.count(
+        State.EXPIRED.value,
+        len(ctx.store.transition(expire, State.EXPIRED, [State.SUBMITTED], fields=error)),
+    )
 
 
 def settle(ctx: Context, dev: int, ids: Sequence[str]) -> int:

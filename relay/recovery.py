@@ -74,8 +74,18 @@ RECOVERED_SUFFIX = ".r"
 """Added to the id of a batch taken from a silent worker."""
 
 _WAITING = (State.QUEUED, State.SCHEDULED)
-_FIELDS = ("state", "sms_id", "attempts", "sendto", "body", "customerid", "sim", "urgent",
-           "t_queued", "t_scheduled")
+_FIELDS = (
+    "state",
+    "sms_id",
+    "attempts",
+    "sendto",
+    "body",
+    "customerid",
+    "sim",
+    "urgent",
+    "t_queued",
+    "t_scheduled",
+)
 
 
 @dataclass(frozen=True)
@@ -102,8 +112,15 @@ class Batch:
         h = {k.decode(): v.decode() for k, v in raw.items()}
         try:
             ids = tuple(i for i in h.get("ids", "").split(",") if i)
-            return cls(bid, int(h["dev"]), int(h["sim"]), ids, int(h["claimed"]),
-                       int(h.get("verify_tries") or 0), int(h.get("doubted") or 0))
+            return cls(
+                bid,
+                int(h["dev"]),
+                int(h["sim"]),
+                ids,
+                int(h["claimed"]),
+                int(h.get("verify_tries") or 0),
+                int(h.get("doubted") or 0),
+            )
         except (KeyError, ValueError):
             _log.error("recovery.batch_unreadable", batch=bid, fields=sorted(h))
             return None
@@ -125,11 +142,24 @@ class Doubt:
     def of(cls, msg_id: str, claimed_s: float, vals: Sequence[bytes | None]) -> Doubt:
         h = {k: v.decode() if v is not None else "" for k, v in zip(_FIELDS, vals, strict=True)}
         customer, sim = h["customerid"], h["sim"]
-        submitted = Submitted(msg_id, h["sendto"], h["body"], int(customer) if customer else None,
-                              claimed_s, int(sim) if sim else None)
+        submitted = Submitted(
+            msg_id,
+            h["sendto"],
+            h["body"],
+            int(customer) if customer else None,
+            claimed_s,
+            int(sim) if sim else None,
+        )
         waiting = max(int(h["t_queued"] or 0), int(h["t_scheduled"] or 0))
-        return cls(msg_id, h["state"] or None, h["sms_id"] or None, int(h["attempts"] or 0),
-                   h["urgent"] == "1", waiting, submitted)
+        return cls(
+            msg_id,
+            h["state"] or None,
+            h["sms_id"] or None,
+            int(h["attempts"] or 0),
+            h["urgent"] == "1",
+            waiting,
+            submitted,
+        )
 
     def with_state(self, state: str) -> Doubt:
         return replace(self, state=state)
@@ -153,8 +183,9 @@ def recover_inflight(ctx: Context, *, limit: int = BATCH_LIMIT) -> int:
     now = ctx.now_ms()
     timed_out = now - int(ctx.settings.inflight_timeout * 1000)
     over = now - int((ctx.settings.gateway_timeout + 5) * 1000)  # any request made is over
-    rows: Any = ctx.conn.zrangebyscore(ctx.keys.inflight, "-inf", max(timed_out, over),
-                                       start=0, num=limit, withscores=True)
+    rows: Any = ctx.conn.zrangebyscore(
+        ctx.keys.inflight, "-inf", max(timed_out, over), start=0, num=limit, withscores=True
+    )
     young = [bid.decode() for bid, score in rows if score > timed_out]
     dead = _of_dead_workers(ctx, young) if young else set()
     taken = 0
@@ -169,9 +200,14 @@ def recover_inflight(ctx: Context, *, limit: int = BATCH_LIMIT) -> int:
         taken += 1
         ctx.conn.hset(ctx.keys.batch(new), "doubted", now)  # its worker is gone or silent
         batch = _load_batch(ctx, new)
-        _log.warning("recovery.inflight_stale", batch=bid, dev=batch and batch.dev,
-                     size=batch and len(batch.ids), age_s=(now - score) / 1000,
-                     worker_dead=bid in dead)
+        _log.warning(
+            "recovery.inflight_stale",
+            batch=bid,
+            dev=batch and batch.dev,
+            size=batch and len(batch.ids),
+            age_s=(now - score) / 1000,
+            worker_dead=bid in dead,
+        )
         if batch is not None:
             _settle_claimed(ctx, batch, _load_doubts(ctx, batch))
     return taken
@@ -331,8 +367,13 @@ def _mark_found(ctx: Context, batch: Batch, found: Sequence[Doubt]) -> None:
         return
     k, now = ctx.keys, ctx.now_ms()
     with ctx.conn.pipeline(transaction=True) as pipe:
-        ctx.store.transition([d.id for d in found], State.SUBMITTED, [State.UNKNOWN],
-                             add_index=k.pending(batch.dev), client=pipe)
+        ctx.store.transition(
+            [d.id for d in found],
+            State.SUBMITTED,
+            [State.UNKNOWN],
+            add_index=k.pending(batch.dev),
+            client=pipe,
+        )
         pipe.sadd(k.pending_devices, batch.dev)
         urgent = {d.id: now for d in found if d.urgent}
         if urgent:
@@ -350,14 +391,24 @@ def _settle_claimed(ctx: Context, batch: Batch, doubts: list[Doubt]) -> list[Dou
     worker) and is left alone, so this is safe to repeat.
     """
     submitting = [d.id for d in doubts if d.state == State.SUBMITTING]
-    moved = set(ctx.store.transition(submitting, State.UNKNOWN, [State.SUBMITTING],
-                                     fields={"error": "worker lost during submission"}))
-    never_sent = [d for d in doubts if d.state in _WAITING
-                  and d.waiting_since_ms <= batch.claimed_ms]
+    moved = set(
+        ctx.store.transition(
+            submitting,
+            State.UNKNOWN,
+            [State.SUBMITTING],
+            fields={"error": "worker lost during submission"},
+        )
+    )
+    never_sent = [
+        d for d in doubts if d.state in _WAITING and d.waiting_since_ms <= batch.claimed_ms
+    ]
     if never_sent:
         _put_back(ctx, batch, never_sent, count_attempt=False, drop=False)
-    return [d.with_state(State.UNKNOWN) if d.id in moved else d
-            for d in doubts if d.state not in _WAITING]
+    return [
+        d.with_state(State.UNKNOWN) if d.id in moved else d
+        for d in doubts
+        if d.state not in _WAITING
+    ]
 
 
 def _put_back(
@@ -373,14 +424,19 @@ def _put_back(
     ids = [d.id for d in again]
     jobs = {kind: new_job_id(kind, batch.dev, batch.sim) for kind in (URGENT, BULK)}
     with ctx.conn.pipeline(transaction=True) as pipe:
-        per = [{"attempts": d.attempts + int(count_attempt), "batch": batch.origin}
-               for d in again]
+        per = [{"attempts": d.attempts + int(count_attempt), "batch": batch.origin} for d in again]
         allowed = [State.UNKNOWN] if count_attempt else list(_WAITING)
         ctx.store.transition(ids, State.QUEUED, allowed, per_message=per, client=pipe)
-        keys = [k.lane(URGENT, batch.dev, batch.sim), k.lane(BULK, batch.dev, batch.sim),
-                k.ticket(URGENT, batch.dev, batch.sim), k.ticket(BULK, batch.dev, batch.sim),
-                k.inflight, k.batch(batch.bid), k.pace(batch.dev, batch.sim),
-                *(k.msg(i) for i in ids)]
+        keys = [
+            k.lane(URGENT, batch.dev, batch.sim),
+            k.lane(BULK, batch.dev, batch.sim),
+            k.ticket(URGENT, batch.dev, batch.sim),
+            k.ticket(BULK, batch.dev, batch.sim),
+            k.inflight,
+            k.batch(batch.bid),
+            k.pace(batch.dev, batch.sim),
+            *(k.msg(i) for i in ids),
+        ]
         # requeue.lua puts back messages whose `batch` names ARGV[1]: the original id.
         args: list[Any] = [batch.origin, jobs[URGENT], jobs[BULK], 0, int(drop), *ids]
         at = len(pipe)
@@ -390,12 +446,22 @@ def _put_back(
             pipe.zrem(k.verify, batch.bid)
         result = pipe.execute()
     _, _, set_u, set_b = result[at]
-    arms = [Arm(kind, batch.dev, batch.sim, jobs[kind])
-            for kind, was_set in ((URGENT, set_u), (BULK, set_b)) if int(was_set)]
+    arms = [
+        Arm(kind, batch.dev, batch.sim, jobs[kind])
+        for kind, was_set in ((URGENT, set_u), (BULK, set_b))
+        if int(was_set)
+    ]
     enqueue_tickets(ctx.conn, k, arms)
     if again or give_up:
-        _log.warning("recovery.put_back", batch=batch.bid, dev=batch.dev, sim=batch.sim,
-                     requeued=len(again), rejected=len(give_up), attempt=count_attempt)
+        _log.warning(
+            "recovery.put_back",
+            batch=batch.bid,
+            dev=batch.dev,
+            sim=batch.sim,
+            requeued=len(again),
+            rejected=len(give_up),
+            attempt=count_attempt,
+        )
 
 
 def _reject(ctx: Context, pipe: Any, give_up: Sequence[Doubt]) -> None:
@@ -403,8 +469,14 @@ def _reject(ctx: Context, pipe: Any, give_up: Sequence[Doubt]) -> None:
         return
     error = f"the gateway did not store it in {ctx.settings.max_attempts} attempts"
     per = [{"attempts": d.attempts + 1} for d in give_up]
-    ctx.store.transition([d.id for d in give_up], State.REJECTED, [State.UNKNOWN],
-                         fields={"error": error}, per_message=per, client=pipe)
+    ctx.store.transition(
+        [d.id for d in give_up],
+        State.REJECTED,
+        [State.UNKNOWN],
+        fields={"error": error},
+        per_message=per,
+        client=pipe,
+    )
     pipe.zadd(ctx.keys.dead, dict.fromkeys((d.id for d in give_up), ctx.now_ms()))
 
 
@@ -415,8 +487,13 @@ def _retry_later(ctx: Context, batch: Batch, error: str) -> None:
         pipe.hincrby(ctx.keys.batch(batch.bid), "verify_tries", 1)
         pipe.zadd(ctx.keys.verify, {batch.bid: ctx.now_ms() + int(delay * 1000)})
         pipe.execute()
-    _log.warning("recovery.gateway_unavailable", batch=batch.bid, dev=batch.dev,
-                 retry_in_s=delay, error=error)
+    _log.warning(
+        "recovery.gateway_unavailable",
+        batch=batch.bid,
+        dev=batch.dev,
+        retry_in_s=delay,
+        error=error,
+    )
 
 
 # --- reading -----------------------------------------------------------------------------

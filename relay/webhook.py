@@ -189,7 +189,8 @@ def _client(timeout: float) -> httpx.Client:
         client = _clients.get(timeout)
         if client is None:
             client = _clients[timeout] = httpx.Client(
-                timeout=httpx.Timeout(timeout), follow_redirects=False,
+                timeout=httpx.Timeout(timeout),
+                follow_redirects=False,
                 headers={"User-Agent": USER_AGENT},
             )
         return client
@@ -222,8 +223,13 @@ def deliver_events(ctx: Context, events: Sequence[Event]) -> int:
             failures.append(f"{event.event_id}: {problem}")
     host = urlsplit(url).hostname
     if failures:
-        _log.warning("webhook.failed", host=host, failed=len(failures), delivered=delivered,
-                     first=failures[0])
+        _log.warning(
+            "webhook.failed",
+            host=host,
+            failed=len(failures),
+            delivered=delivered,
+            first=failures[0],
+        )
         raise WebhookFailed(f"{len(failures)} of {len(todo)} events not accepted: {failures[0]}")
     _log.info("webhook.delivered", host=host, delivered=delivered)
     return delivered

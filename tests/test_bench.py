@@ -27,8 +27,11 @@ def _positive(value: float) -> bool:
 def _bench_keys(url: str) -> list[bytes]:
     conn = redis.Redis.from_url(url)
     try:
-        return [k for pattern in ("bench-*", "rb*", "rq:*bench-*")
-                for k in conn.scan_iter(match=pattern, count=5000)]
+        return [
+            k
+            for pattern in ("bench-*", "rb*", "rq:*bench-*")
+            for k in conn.scan_iter(match=pattern, count=5000)
+        ]
     finally:
         conn.close()
 
@@ -37,10 +40,19 @@ def _bench_keys(url: str) -> list[bytes]:
 def test_tiny_bench_writes_every_measurement(real_redis_url: str, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     before = set(_bench_keys(real_redis_url))
-    result = CliRunner().invoke(cli, [
-        "bench", "--tiny", "--redis-url", real_redis_url, "--json-out", str(out),
-        "--log-dir", str(tmp_path / "logs"),
-    ])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "--tiny",
+            "--redis-url",
+            real_redis_url,
+            "--json-out",
+            str(out),
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     m = data["measurements"]
@@ -81,8 +93,9 @@ def test_fakeredis_is_refused(fake_redis_server: object, tmp_path: Path) -> None
     url = fake_redis_server.url  # type: ignore[attr-defined]
     with pytest.raises(BenchError, match="fakeredis"):
         check_real_redis(url)
-    result = CliRunner().invoke(cli, ["bench", "--tiny", "--redis-url", url,
-                                      "--json-out", str(tmp_path / "b.json")])
+    result = CliRunner().invoke(
+        cli, ["bench", "--tiny", "--redis-url", url, "--json-out", str(tmp_path / "b.json")]
+    )
     assert result.exit_code != 0
     assert "fakeredis" in result.output
     assert not (tmp_path / "b.json").exists()

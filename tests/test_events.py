@@ -25,8 +25,16 @@ def ctx(redis_url: str, key_prefix: str) -> Iterator[Context]:
 
 
 def new_message(ctx: Context, msg_id: str, **fields: str | int) -> None:
-    record = {"sendto": "+4915752982212", "body": "hi", "device_id": 260, "sim": 1,
-              "urgent": 1, "state": "submitted", "final": 0, **fields}
+    record = {
+        "sendto": "+4915752982212",
+        "body": "hi",
+        "device_id": 260,
+        "sim": 1,
+        "urgent": 1,
+        "state": "submitted",
+        "final": 0,
+        **fields,
+    }
     ctx.conn.hset(ctx.keys.msg(msg_id), mapping=record)
 
 
@@ -42,16 +50,23 @@ def changes(ctx: Context, n: int) -> list[str]:
 
 def test_an_event_carries_every_field_of_the_change(ctx: Context) -> None:
     new_message(ctx, "m1", customerid=42)
-    ctx.store.transition(["m1"], State.FAILED, [State.SUBMITTED],
-                         fields={"sms_id": 62800001, "status": 9, "statustitle": "not sent",
-                                 "error": "not sent"})
+    ctx.store.transition(
+        ["m1"],
+        State.FAILED,
+        [State.SUBMITTED],
+        fields={"sms_id": 62800001, "status": 9, "statustitle": "not sent", "error": "not sent"},
+    )
     (event,) = read_events(ctx, "readers", "r1", 10)
-    (entry_id, _), = ctx.conn.xrange(ctx.keys.events)
+    ((entry_id, _),) = ctx.conn.xrange(ctx.keys.events)
     assert event.event_id == entry_id.decode()
     assert (event.id, event.state, event.prev, event.final) == ("m1", "failed", "submitted", True)
     assert (event.device_id, event.sim, event.customerid, event.urgent) == (260, 1, 42, True)
     assert (event.sms_id, event.status, event.statustitle, event.error) == (
-        62800001, 9, "not sent", "not sent")
+        62800001,
+        9,
+        "not sent",
+        "not sent",
+    )
     assert event.at_ms == int(ctx.conn.hget(ctx.keys.msg("m1"), "t_failed") or 0)
     assert event.is_final
     assert Event.from_dict(event.to_dict()) == event

@@ -21,10 +21,23 @@ T0 = 1_800_000_000.0
 WINDOW = 300.0
 
 
-def record(sms_id: int, sendto: str, body: str, created: float, customerid: int | None = None,
-           sim: int | None = 0) -> SmsRecord:
-    return SmsRecord(id=sms_id, sendto=sendto, body=body, customerid=customerid, status=1,
-                     created=datetime.fromtimestamp(created, tz=UTC), sim=sim)
+def record(
+    sms_id: int,
+    sendto: str,
+    body: str,
+    created: float,
+    customerid: int | None = None,
+    sim: int | None = 0,
+) -> SmsRecord:
+    return SmsRecord(
+        id=sms_id,
+        sendto=sendto,
+        body=body,
+        customerid=customerid,
+        status=1,
+        created=datetime.fromtimestamp(created, tz=UTC),
+        sim=sim,
+    )
 
 
 def message(
@@ -64,9 +77,11 @@ def test_body_sim_and_time_must_agree() -> None:
 
 def test_identical_messages_match_one_to_one_oldest_first() -> None:
     messages = [message(f"m{i}", "+49 157 52982212", "code 1234", T0 + i) for i in range(3)]
-    records = [record(103, "+4915752982212", "code 1234", T0 + 2),
-               record(101, "+4915752982212", "code 1234", T0),
-               record(102, "+4915752982212", "code 1234", T0 + 1)]
+    records = [
+        record(103, "+4915752982212", "code 1234", T0 + 2),
+        record(101, "+4915752982212", "code 1234", T0),
+        record(102, "+4915752982212", "code 1234", T0 + 1),
+    ]
     found = match(messages, records, window=WINDOW)
     assert {m: r.id for m, r in found.items()} == {"m0": 101, "m1": 102, "m2": 103}
 
@@ -104,9 +119,14 @@ def _spell(phone: str, style: int) -> str:
 
 
 sent = st.lists(
-    st.tuples(st.sampled_from(PHONES), st.sampled_from(BODIES),
-              st.sampled_from([None, 0, 7]), st.floats(0, 600)),
-    min_size=1, max_size=25,
+    st.tuples(
+        st.sampled_from(PHONES),
+        st.sampled_from(BODIES),
+        st.sampled_from([None, 0, 7]),
+        st.floats(0, 600),
+    ),
+    min_size=1,
+    max_size=25,
 )
 
 
@@ -120,8 +140,9 @@ def test_every_stored_message_is_found_once_and_only_as_itself(sent, stored) -> 
         if kept:
             skew = stored.draw(st.floats(-5, 5))
             style = stored.draw(st.integers(0, 3))
-            records.append(record(1000 + i, _spell(m.sendto, style), m.body,
-                                  m.submitted + skew, m.customerid))
+            records.append(
+                record(1000 + i, _spell(m.sendto, style), m.body, m.submitted + skew, m.customerid)
+            )
     records = stored.draw(st.permutations(records))
     found = match(messages, records, window=WINDOW)
 

@@ -66,12 +66,16 @@ class Setup:
         assert run_until_idle(self.ctx, 30), "relay did not settle"
 
     def refusals(self) -> int:
-        return sum(1 for endpoint, form in self.stub.seen
-                   if endpoint == "addalotofsms" and refuse_poison(endpoint, form) is not None)
+        return sum(
+            1
+            for endpoint, form in self.stub.seen
+            if endpoint == "addalotofsms" and refuse_poison(endpoint, form) is not None
+        )
 
     def relay(self, *args: str, stdin: str | None = None) -> Result:
-        result = CliRunner().invoke(cli, list(args), env=settings_env(self.settings),
-                                    input=stdin, catch_exceptions=True)
+        result = CliRunner().invoke(
+            cli, list(args), env=settings_env(self.settings), input=stdin, catch_exceptions=True
+        )
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise AssertionError(f"relay {' '.join(args)} raised") from result.exception
         assert "Traceback" not in result.stderr
@@ -82,8 +86,13 @@ class Setup:
 def setup(relay_settings: MakeSettings, make_simulator: MakeSimulator) -> Iterator[Setup]:
     sim = make_simulator([SimDevice(id=DEV, delaybetweenrequest=0.05, delaybetweeneachsms=0.01)])
     stub = StubGateway(sim.url, refuse_poison)
-    settings = relay_settings(gateway_url=stub.url, gateway_token=sim.token, batch_max=10,
-                              max_attempts=MAX_ATTEMPTS, device_overrides={str(DEV): 0})
+    settings = relay_settings(
+        gateway_url=stub.url,
+        gateway_token=sim.token,
+        batch_max=10,
+        max_attempts=MAX_ATTEMPTS,
+        device_overrides={str(DEV): 0},
+    )
     ctx = Context.from_settings(settings)
     yield Setup(ctx, settings, stub, sim)
     ctx.close()

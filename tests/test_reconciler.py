@@ -45,12 +45,17 @@ def make_ctx(redis_url: str, key_prefix: str) -> Iterator[MakeCtx]:
     made: list[Context] = []
 
     def factory(sim: Simulator, clock: Clock = SYSTEM_CLOCK, **overrides: Any) -> Context:
-        settings = load_settings(redis_url=redis_url, key_prefix=key_prefix,
-                                 gateway_url=sim.url, gateway_token=sim.token, **overrides)
-        gateway = GatewayClient(sim.url, token=sim.token, retries=1, backoff_base=0.01,
-                                timeout=5)
-        ctx = Context.from_settings(settings, conn=redis.Redis.from_url(redis_url),
-                                    clock=clock, gateway=gateway)
+        settings = load_settings(
+            redis_url=redis_url,
+            key_prefix=key_prefix,
+            gateway_url=sim.url,
+            gateway_token=sim.token,
+            **overrides,
+        )
+        gateway = GatewayClient(sim.url, token=sim.token, retries=1, backoff_base=0.01, timeout=5)
+        ctx = Context.from_settings(
+            settings, conn=redis.Redis.from_url(redis_url), clock=clock, gateway=gateway
+        )
         made.append(ctx)
         return ctx
 
@@ -59,18 +64,26 @@ def make_ctx(redis_url: str, key_prefix: str) -> Iterator[MakeCtx]:
         ctx.close()
 
 
-def put_records(ctx: Context, items: Sequence[Mapping[str, Any]], *, state: State = State.QUEUED
-                ) -> list[str]:
+def put_records(
+    ctx: Context, items: Sequence[Mapping[str, Any]], *, state: State = State.QUEUED
+) -> list[str]:
     """Message records as the producer writes them (state ``queued``), with fresh ids."""
     ids = []
     now = ctx.now_ms()
     with ctx.conn.pipeline(transaction=True) as pipe:
         for item in items:
             msg_id = f"{next(_ids):08d}{uuid.uuid4().hex[:4]}"  # time-ordered, like relay's
-            fields = {"sendto": item["sendto"], "body": item["body"],
-                      "device_id": item.get("device_id", 260), "sim": item.get("sim", 0),
-                      "urgent": int(bool(item.get("urgent"))), "state": state.value, "final": 0,
-                      f"t_{state.value}": now, "attempts": 0}
+            fields = {
+                "sendto": item["sendto"],
+                "body": item["body"],
+                "device_id": item.get("device_id", 260),
+                "sim": item.get("sim", 0),
+                "urgent": int(bool(item.get("urgent"))),
+                "state": state.value,
+                "final": 0,
+                f"t_{state.value}": now,
+                "attempts": 0,
+            }
             if item.get("customerid") is not None:
                 fields["customerid"] = item["customerid"]
             pipe.hset(ctx.keys.msg(msg_id), mapping=fields)
@@ -81,17 +94,28 @@ def put_records(ctx: Context, items: Sequence[Mapping[str, Any]], *, state: Stat
 
 
 def outgoing(ctx: Context, ids: Sequence[str]) -> list[OutgoingSms]:
-    return [OutgoingSms(m.sendto, m.body, m.device_id, m.sim, m.urgent, m.customerid)
-            for m in ctx.store.get_many(ids) if m is not None]
+    return [
+        OutgoingSms(m.sendto, m.body, m.device_id, m.sim, m.urgent, m.customerid)
+        for m in ctx.store.get_many(ids)
+        if m is not None
+    ]
 
 
 def claim(ctx: Context, ids: Sequence[str], *, dev: int = 260, sim: int = 0) -> str:
     """What claim.lua + dispatch's first transition leave: a batch in flight, ``submitting``."""
     bid = uuid.uuid4().hex[:10]
     now = ctx.now_ms()
-    ctx.conn.hset(ctx.keys.batch(bid), mapping={"dev": dev, "sim": sim, "kind": "b",
-                                                "ids": ",".join(ids), "claimed": now,
-                                                "worker": "test"})
+    ctx.conn.hset(
+        ctx.keys.batch(bid),
+        mapping={
+            "dev": dev,
+            "sim": sim,
+            "kind": "b",
+            "ids": ",".join(ids),
+            "claimed": now,
+            "worker": "test",
+        },
+    )
     ctx.conn.zadd(ctx.keys.inflight, {bid: now})
     ctx.store.transition(ids, State.SUBMITTING, [State.QUEUED], fields={"batch": bid})
     return bid
@@ -145,11 +169,21 @@ def test_matches_identical_messages_and_differently_written_numbers(
     clock = FakeClock()
     sim = make_simulator(clock=clock)
     ctx = make_ctx(sim, clock)
-    first = submit(ctx, [{"sendto": "+49 157 52982212", "body": "otp 1"},
-                         {"sendto": "+4915752982212", "body": "otp 1"}])
+    first = submit(
+        ctx,
+        [
+            {"sendto": "+49 157 52982212", "body": "otp 1"},
+            {"sendto": "+4915752982212", "body": "otp 1"},
+        ],
+    )
     clock.advance(1)
-    second = submit(ctx, [{"sendto": "4915752982212", "body": "otp 1", "customerid": 0},
-                          {"sendto": PHONE, "body": "other", "customerid": 42}])
+    second = submit(
+        ctx,
+        [
+            {"sendto": "4915752982212", "body": "otp 1", "customerid": 0},
+            {"sendto": PHONE, "body": "other", "customerid": 42},
+        ],
+    )
     clock.advance(2)
 
     report = Reconciler(ctx).run_once()
@@ -236,8 +270,9 @@ def test_settled_or_vanished_ids_leave_the_urgent_set(
 ) -> None:
     sim = make_simulator()
     ctx = make_ctx(sim)
-    waiting, done, gone = submit(ctx, [{"sendto": PHONE, "body": f"u{i}", "urgent": True}
-                                       for i in range(3)])
+    waiting, done, gone = submit(
+        ctx, [{"sendto": PHONE, "body": f"u{i}", "urgent": True} for i in range(3)]
+    )
     ctx.store.transition([done], State.FAILED, [State.SUBMITTED])
     ctx.conn.delete(ctx.keys.msg(gone))
 
@@ -252,8 +287,10 @@ def test_every_final_state(make_simulator: MakeSimulator, make_ctx: MakeCtx) -> 
     clock = FakeClock()
     rule = {f"+491570000{code:03d}": code for code in FAIL_CODES}
     rule["+4915700000006"] = 6  # sent, never a delivery report
-    devices = [SimDevice(id=260, delaybetweenrequest=0.05, delaybetweeneachsms=0.01),
-               SimDevice(id=262, delaybetweenrequest=0.05, online=False)]
+    devices = [
+        SimDevice(id=260, delaybetweenrequest=0.05, delaybetweeneachsms=0.01),
+        SimDevice(id=262, delaybetweenrequest=0.05, online=False),
+    ]
     sim = make_simulator(devices, clock=clock, outcome=OutcomeRule(by_recipient=rule))
     ctx = make_ctx(sim, clock, delivery_report_wait=30, status_ttl=100)
     failing = submit(ctx, [{"sendto": p, "body": f"c{c}"} for p, c in rule.items() if c != 6])
@@ -352,8 +389,17 @@ def test_several_reconcilers_write_each_change_once(
     ids = []
     for dev in (260, 261):
         for n in range(3):
-            ids += submit(ctx, [{"sendto": PHONE if i % 3 else "+4915700000008",
-                                 "body": f"m{n}-{i}", "device_id": dev} for i in range(10)])
+            ids += submit(
+                ctx,
+                [
+                    {
+                        "sendto": PHONE if i % 3 else "+4915700000008",
+                        "body": f"m{n}-{i}",
+                        "device_id": dev,
+                    }
+                    for i in range(10)
+                ],
+            )
     stop = threading.Event()
 
     def loop() -> None:
@@ -405,14 +451,25 @@ def test_reconciler_processes_share_devices_and_stop_on_sigterm(
     ctx = make_ctx(sim)
     ids = []
     for dev in (260, 261):
-        ids += submit(ctx, [{"sendto": PHONE, "body": f"p{i}", "device_id": dev}
-                            for i in range(5)])
-    env = {**os.environ, "RELAY_REDIS_URL": redis_url, "RELAY_KEY_PREFIX": key_prefix,
-           "RELAY_GATEWAY_URL": sim.url, "RELAY_GATEWAY_TOKEN": sim.token,
-           "RELAY_RECONCILE_INTERVAL": "0.1", "RELAY_LOG_JSON": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "relay", "reconciler"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for _ in range(2)]
+        ids += submit(ctx, [{"sendto": PHONE, "body": f"p{i}", "device_id": dev} for i in range(5)])
+    env = {
+        **os.environ,
+        "RELAY_REDIS_URL": redis_url,
+        "RELAY_KEY_PREFIX": key_prefix,
+        "RELAY_GATEWAY_URL": sim.url,
+        "RELAY_GATEWAY_TOKEN": sim.token,
+        "RELAY_RECONCILE_INTERVAL": "0.1",
+        "RELAY_LOG_JSON": "1",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "relay", "reconciler"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
     try:
         done = wait_until(lambda: all(state_of(ctx, i)[0] == State.DELIVERED for i in ids))
         running = wait_until(lambda: ctx.conn.hlen(ctx.keys.processes) == 2)

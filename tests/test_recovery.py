@@ -296,13 +296,14 @@ def test_concurrent_verifiers_settle_each_batch_once(
     sim = make_simulator(clock=clock)
     ctx = make_ctx(sim, clock)
     sim.faults.add("addalotofsms", "drop_before", times=6)
-    batches = [send_in_doubt(ctx, [{"sendto": PHONE, "body": f"b{n}-{i}"} for i in range(5)])
-               for n in range(6)]
+    batches = [
+        send_in_doubt(ctx, [{"sendto": PHONE, "body": f"b{n}-{i}"} for i in range(5)])
+        for n in range(6)
+    ]
     clock.advance(MIN_GRACE + 60)
     settled: list[int] = []
     contexts = [make_ctx(sim, clock) for _ in range(4)]
-    threads = [threading.Thread(target=lambda c=c: settled.append(verify_due(c)))
-               for c in contexts]
+    threads = [threading.Thread(target=lambda c=c: settled.append(verify_due(c))) for c in contexts]
     for t in threads:
         t.start()
     for t in threads:
@@ -340,8 +341,9 @@ def test_dispatch_outcome_unknown_end_to_end(
     """Producer → dispatch (drop_after: unknown) → verification → reconciler → delivered."""
     sim = make_simulator()
     ctx = use(make_ctx(sim, default_send_interval=0))
-    ids = Producer(ctx).send_many([{"sendto": PHONE, "body": f"e2e {i}", "device_id": 260}
-                                   for i in range(5)])
+    ids = Producer(ctx).send_many(
+        [{"sendto": PHONE, "body": f"e2e {i}", "device_id": 260} for i in range(5)]
+    )
     sim.faults.add("addalotofsms", "drop_after")
     ticket = ctx.conn.get(ctx.keys.ticket(BULK, 260, 0))
     assert ticket is not None
@@ -352,6 +354,7 @@ def test_dispatch_outcome_unknown_end_to_end(
     ctx.conn.zadd(ctx.keys.verify, {ctx.conn.zrange(ctx.keys.verify, 0, 0)[0]: 0})  # due now
     assert verify_due(ctx) == 1
     reconciler = Reconciler(ctx)
-    assert wait_until(lambda: reconciler.run_once() and all(
-        state_of(ctx, i)[0] == State.DELIVERED for i in ids))
+    assert wait_until(
+        lambda: reconciler.run_once() and all(state_of(ctx, i)[0] == State.DELIVERED for i in ids)
+    )
     assert sorted(Counter(e.body for e in sim.ledger()).values()) == [1] * 5

@@ -39,15 +39,17 @@ def run_relay(settings: Settings, *args: str) -> subprocess.CompletedProcess[str
     """``python -m relay args`` configured only by ``RELAY_*`` variables, as deployed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     env |= settings_env(settings)
-    return subprocess.run([sys.executable, "-m", "relay", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "relay", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def send_and_dispatch(settings: Settings, sim: Simulator) -> subprocess.CompletedProcess[str]:
     """Three messages sent with the library, then a real burst worker; all must be stored."""
     with Relay(settings) as relay:
-        ids = relay.send_many([{"sendto": f"+4915752{i:06d}", "body": f"m{i}", "device_id": DEV}
-                               for i in range(3)])
+        ids = relay.send_many(
+            [{"sendto": f"+4915752{i:06d}", "body": f"m{i}", "device_id": DEV} for i in range(3)]
+        )
     worker = run_relay(settings, "worker", "--burst")
     assert worker.returncode == 0, worker.stderr
     with Relay(settings) as relay:
@@ -70,9 +72,22 @@ def acl_user(real_redis_url: str) -> Iterator[tuple[str, str, str]]:
     run = uuid.uuid4().hex[:10]
     user, password, prefix = f"relay-test-{run}", f"acl{run}SECRET", f"acl{run}"
     admin = redis.Redis.from_url(real_redis_url)
-    admin.execute_command("ACL", "SETUSER", user, "reset", "on", f">{password}",
-                          f"~{prefix}:*", "~rq:*", "&*", "+@all", "-@dangerous",
-                          "+info", "+client|setname", "+client|getname")
+    admin.execute_command(
+        "ACL",
+        "SETUSER",
+        user,
+        "reset",
+        "on",
+        f">{password}",
+        f"~{prefix}:*",
+        "~rq:*",
+        "&*",
+        "+@all",
+        "-@dangerous",
+        "+info",
+        "+client|setname",
+        "+client|getname",
+    )
     try:
         yield user, password, prefix
     finally:
@@ -89,8 +104,13 @@ def test_an_acl_user_sends_and_a_worker_dispatches(
 ) -> None:
     user, password, prefix = acl_user
     host = real_redis_url.split("://", 1)[1]
-    settings = load_settings(redis_url=f"redis://{user}:{password}@{host}", key_prefix=prefix,
-                             gateway_url=sim.url, gateway_token=sim.token, log_json=True)
+    settings = load_settings(
+        redis_url=f"redis://{user}:{password}@{host}",
+        key_prefix=prefix,
+        gateway_url=sim.url,
+        gateway_token=sim.token,
+        log_json=True,
+    )
     me = redis.Redis.from_url(settings.redis_url)
     assert me.acl_whoami() == user
     with pytest.raises(redis.exceptions.NoPermissionError):
@@ -136,14 +156,54 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 def make_certificates(workdir: Path) -> None:
     """A CA and a server certificate signed by it for 127.0.0.1/localhost, in ``workdir``."""
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-             "-out", "ca.crt", "-days", "2", "-subj", "/CN=relay test CA", cwd=workdir)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
-             "-out", "server.csr", "-subj", "/CN=localhost", cwd=workdir)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=relay test CA",
+        cwd=workdir,
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+        cwd=workdir,
+    )
     (workdir / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.cnf",
-             cwd=workdir)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.cnf",
+        cwd=workdir,
+    )
 
 
 @pytest.fixture
@@ -154,11 +214,32 @@ def tls_redis(tmp_path: Path) -> Iterator[tuple[str, int]]:
     make_certificates(tmp_path)
     port = _free_port()
     proc = subprocess.Popen(
-        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", "server.crt", "--tls-key-file", "server.key",
-         "--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no",
-         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            "server.crt",
+            "--tls-key-file",
+            "server.key",
+            "--tls-ca-cert-file",
+            "ca.crt",
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={tmp_path / 'ca.crt'}"
     try:
@@ -185,15 +266,18 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str) -> None:
     raise RuntimeError("redis-server with TLS did not answer in 20 s")
 
 
-def test_rediss_sends_and_dispatches_over_tls(
-    tls_redis: tuple[str, int], sim: Simulator
-) -> None:
+def test_rediss_sends_and_dispatches_over_tls(tls_redis: tuple[str, int], sim: Simulator) -> None:
     url, port = tls_redis
     plain = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, socket_timeout=1)
     with pytest.raises(redis.exceptions.ConnectionError):
         plain.ping()  # the port speaks TLS only: the traffic below is encrypted
-    settings = load_settings(redis_url=url, key_prefix=f"tls{uuid.uuid4().hex[:8]}",
-                             gateway_url=sim.url, gateway_token=sim.token, log_json=True)
+    settings = load_settings(
+        redis_url=url,
+        key_prefix=f"tls{uuid.uuid4().hex[:8]}",
+        gateway_url=sim.url,
+        gateway_token=sim.token,
+        log_json=True,
+    )
     send_and_dispatch(settings, sim)
     status = run_relay(settings, "stats", "--json")
     assert status.returncode == 0, status.stderr

@@ -145,9 +145,13 @@ def redis_contents(conn: redis.Redis, keys: Keys) -> dict[str, bytes]:
     for q in queues:
         queue = Queue(q, connection=conn)
         jobs.update(queue.get_job_ids())
-        for registry in (queue.finished_job_registry, queue.failed_job_registry,
-                         queue.started_job_registry, queue.scheduled_job_registry,
-                         queue.deferred_job_registry):
+        for registry in (
+            queue.finished_job_registry,
+            queue.failed_job_registry,
+            queue.started_job_registry,
+            queue.scheduled_job_registry,
+            queue.deferred_job_registry,
+        ):
             jobs.update(registry.get_job_ids())
     names += [f"rq:job:{job}" for job in jobs] + [f"rq:queue:{q}" for q in queues]
     return {name: _dump(conn, name) for name in names}
@@ -201,8 +205,13 @@ class Pipeline:
 
     def relay(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
         """``python -m relay args`` as a real process; keeps its stdout and stderr."""
-        done = subprocess.run([sys.executable, "-m", "relay", *args], env=self.env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "relay", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         self.outputs[name] = done.stdout + done.stderr
         assert done.returncode == 0, (args, done.stderr)
         return done
@@ -223,17 +232,26 @@ def test_no_secret_leaks_anywhere_in_the_pipeline(
     redis_conn: redis.Redis,
     tmp_path: Path,
 ) -> None:
-    sim = make_simulator([SimDevice(id=DEV, delaybetweenrequest=0.05, delaybetweeneachsms=0.01)],
-                         email=EMAIL, password=PASSWORD, token=TOKEN)
+    sim = make_simulator(
+        [SimDevice(id=DEV, delaybetweenrequest=0.05, delaybetweeneachsms=0.01)],
+        email=EMAIL,
+        password=PASSWORD,
+        token=TOKEN,
+    )
     proxy = StubGateway(sim.url)  # forwards everything, keeping each request's path
     receiver = Receiver().start()
     credentials: dict[str, Any] = (
-        {"gateway_token": TOKEN} if auth == "token"
+        {"gateway_token": TOKEN}
+        if auth == "token"
         else {"gateway_email": EMAIL, "gateway_password": PASSWORD}
     )
     settings = relay_settings(
-        gateway_url=proxy.url, **credentials, webhook_url=receiver.url,
-        webhook_secret=HOOK_SECRET, log_level="DEBUG", reconcile_interval=0.2,
+        gateway_url=proxy.url,
+        **credentials,
+        webhook_url=receiver.url,
+        webhook_secret=HOOK_SECRET,
+        log_level="DEBUG",
+        reconcile_interval=0.2,
         reconcile_urgent_interval=0.1,
     )
     monitor = Monitor(redis_url) if redis_url == REAL_URL else None  # fakeredis has none
@@ -269,18 +287,34 @@ def test_no_secret_leaks_anywhere_in_the_pipeline(
 
 
 def _run_pipeline(
-    pipe: Pipeline, settings: Settings, sim: Simulator, receiver: Receiver,
-    start_workers: StartWorkers, conn: redis.Redis, tmp_path: Path,
+    pipe: Pipeline,
+    settings: Settings,
+    sim: Simulator,
+    receiver: Receiver,
+    start_workers: StartWorkers,
+    conn: redis.Redis,
+    tmp_path: Path,
 ) -> list[str]:
     """send (CLI and library) → worker and reconciler processes → every message delivered
     and its events posted → stats and status; every process's output kept in ``pipe``."""
     keys = Keys(settings.key_prefix)
-    sent = pipe.relay("send", "send", "--to", "+4915752982212", "--body", "first", "--device",
-                      str(DEV), "--urgent", "--json")
+    sent = pipe.relay(
+        "send",
+        "send",
+        "--to",
+        "+4915752982212",
+        "--body",
+        "first",
+        "--device",
+        str(DEV),
+        "--urgent",
+        "--json",
+    )
     ids: list[str] = json.loads(sent.stdout)
     with Relay(settings) as relay:
-        ids += relay.send_many([{"sendto": f"+49157{i:08d}", "body": f"m{i}", "device_id": DEV}
-                                for i in range(3)])
+        ids += relay.send_many(
+            [{"sendto": f"+49157{i:08d}", "body": f"m{i}", "device_id": DEV} for i in range(3)]
+        )
     queued = redis_contents(conn, keys)  # the ticket jobs, not run yet: JSON payloads
     jobs = [name for name in queued if name.startswith("rq:job:")]
     assert jobs and all(_json_payload(conn, name) for name in jobs)  # never pickle
@@ -288,8 +322,12 @@ def _run_pipeline(
     (worker,) = start_workers(1, settings)
     reconciler_log = tmp_path / "reconciler.log"
     with reconciler_log.open("wb") as out:
-        reconciler = subprocess.Popen([sys.executable, "-m", "relay", "reconciler"],
-                                      env=pipe.env, stdout=out, stderr=subprocess.STDOUT)
+        reconciler = subprocess.Popen(
+            [sys.executable, "-m", "relay", "reconciler"],
+            env=pipe.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         _wait_until_posted(conn, keys, ids, receiver)
     finally:
@@ -331,8 +369,9 @@ def _wait_until_posted(conn: redis.Redis, keys: Keys, ids: list[str], receiver: 
 @pytest.fixture
 def registered() -> Iterator[None]:
     """A gateway client made with the secrets registers them, as in a worker."""
-    client = GatewayClient("http://127.0.0.1:9/getdata/", token=TOKEN, email=EMAIL,
-                           password=PASSWORD)
+    client = GatewayClient(
+        "http://127.0.0.1:9/getdata/", token=TOKEN, email=EMAIL, password=PASSWORD
+    )
     yield
     client.close()
 
@@ -340,10 +379,16 @@ def registered() -> Iterator[None]:
 def test_structlog_processor_redacts_token_and_password(registered: None) -> None:
     log = get_logger("relay.test")
     with structlog.testing.capture_logs(processors=[redact_secrets]) as logs:
-        log.info("gateway.call", token=TOKEN, password=PASSWORD, email=EMAIL,
-                 url=f"https://gw.example/getdata/getallsms?token={TOKEN}",
-                 form={"datajson": json.dumps({"token": TOKEN}), "pass": PASSWORD},
-                 note=f"the answer was {TOKEN}", items=[f"pass={PASSWORD}"])
+        log.info(
+            "gateway.call",
+            token=TOKEN,
+            password=PASSWORD,
+            email=EMAIL,
+            url=f"https://gw.example/getdata/getallsms?token={TOKEN}",
+            form={"datajson": json.dumps({"token": TOKEN}), "pass": PASSWORD},
+            note=f"the answer was {TOKEN}",
+            items=[f"pass={PASSWORD}"],
+        )
     text = json.dumps(logs)
     assert leaks(text, "captured log") == []
     assert logs[0]["token"] == "***" and logs[0]["email"] == EMAIL
@@ -380,7 +425,9 @@ class Planted:
 
 
 def test_a_pickled_job_in_relays_queue_is_refused_not_executed(
-    relay_settings: MakeSettings, make_simulator: MakeSimulator, redis_conn: redis.Redis,
+    relay_settings: MakeSettings,
+    make_simulator: MakeSimulator,
+    redis_conn: redis.Redis,
     tmp_path: Path,
 ) -> None:
     control = tmp_path / "control"
@@ -395,8 +442,13 @@ def test_a_pickled_job_in_relays_queue_is_refused_not_executed(
     pickled = Queue(keys.bulk_queue, connection=redis_conn)  # RQ's default serializer: pickle
     job = pickled.enqueue_call("builtins.print", args=(Planted(str(marker)),))
     assert not marker.exists()
-    done = subprocess.run([sys.executable, "-m", "relay", "worker", "--burst"],
-                          env=process_env(settings), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "relay", "worker", "--burst"],
+        env=process_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert not marker.exists(), "the pickled payload was executed"
     assert redis_conn.hget(f"rq:job:{job.id}", "status") == b"failed"

@@ -72,8 +72,13 @@ class Gateway:
 
 
 def item(n: int = 0, device_id: int = 260, **extra: Any) -> dict[str, Any]:
-    return {"sendto": f"+49157{n:07d}", "body": f"message {n}", "sim": 0,
-            "device_id": device_id, **extra}
+    return {
+        "sendto": f"+49157{n:07d}",
+        "body": f"message {n}",
+        "sim": 0,
+        "device_id": device_id,
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -92,9 +97,12 @@ def clock() -> FakeClock:
 def fake(make_simulator: MakeSimulator, clock: FakeClock) -> Iterator[Gateway]:
     """A simulator on a FakeClock: phone 1 polls every 10 s and sends every 2 s."""
     sim = make_simulator(
-        [SimDevice(id=1, delaybetweenrequest=10, delaybetweeneachsms=2),
-         SimDevice(id=2, delaybetweenrequest=10, delaybetweeneachsms=1, online=False)],
-        clock=clock, outcome=OutcomeRule(report_delay=5),
+        [
+            SimDevice(id=1, delaybetweenrequest=10, delaybetweeneachsms=2),
+            SimDevice(id=2, delaybetweenrequest=10, delaybetweeneachsms=1, online=False),
+        ],
+        clock=clock,
+        outcome=OutcomeRule(report_delay=5),
     )
     client = Gateway(sim)
     yield client
@@ -111,16 +119,23 @@ def history(sim: Simulator, sms_id: int) -> list[tuple[int, float]]:
 def test_gettoken_gives_the_token_and_refuses_a_bad_login(gw: Gateway) -> None:
     sim = gw.sim
     assert gw.call("gettoken", email=sim.email, token=None, **{"pass": sim.password}) == {
-        "error": 0, "message": "OK", "token": sim.token}
+        "error": 0,
+        "message": "OK",
+        "token": sim.token,
+    }
     bad = gw.call("gettoken", email=sim.email, token=None, **{"pass": "nope"})
     assert bad == {"error": 1, "message": "Login or password incorrect"}
 
 
 def test_addsms_answers_an_id_and_the_ledger_keeps_the_request(gw: Gateway) -> None:
-    answer = gw.call("addsms", sendto="+4915752982212", body="hi", device_id=260, sim=1,
-                     customerid=122, urgent=1)
-    assert answer == {"error": 0, "sms_id": answer["sms_id"],
-                      "message": "Sms has been saved successfully"}
+    answer = gw.call(
+        "addsms", sendto="+4915752982212", body="hi", device_id=260, sim=1, customerid=122, urgent=1
+    )
+    assert answer == {
+        "error": 0,
+        "sms_id": answer["sms_id"],
+        "message": "Sms has been saved successfully",
+    }
     (entry,) = gw.sim.ledger()
     assert entry.sms_id == answer["sms_id"]
     assert (entry.device_id, entry.sim, entry.body) == (260, 1, "hi")
@@ -134,16 +149,27 @@ def test_addsms_answers_an_id_and_the_ledger_keeps_the_request(gw: Gateway) -> N
 
 def test_get_query_and_smstosend_login_work_too(gw: Gateway) -> None:
     sim = gw.sim
-    answer = gw.http.get("addsms", params={"token": sim.token, "sendto": "+491", "body": "b",
-                                           "device_id": 261, "sim": 0}).json()
+    answer = gw.http.get(
+        "addsms",
+        params={"token": sim.token, "sendto": "+491", "body": "b", "device_id": 261, "sim": 0},
+    ).json()
     assert answer["error"] == 0
     login = {"email": sim.email, "pass": sim.password}
-    second = gw.call("smstosend", token=None, sendto="+492", body="c", device_id=260, sim=0,
-                     **login)
+    second = gw.call(
+        "smstosend", token=None, sendto="+492", body="c", device_id=260, sim=0, **login
+    )
     assert second["sms_id"] == answer["sms_id"] + 1
     assert "pass" not in sim.entry(second["sms_id"]).request.fields
-    wrong = gw.call("smstosend", token=None, sendto="1", body="c", device_id=260, sim=0,
-                    email=sim.email, **{"pass": "x"})
+    wrong = gw.call(
+        "smstosend",
+        token=None,
+        sendto="1",
+        body="c",
+        device_id=260,
+        sim=0,
+        email=sim.email,
+        **{"pass": "x"},
+    )
     assert wrong == {"error": 1, "message": "Login or password incorrect"}
 
 
@@ -155,13 +181,19 @@ def test_a_missing_field_is_named_and_nothing_is_stored(gw: Gateway, missing: st
     assert gw.sim.ledger() == []
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"device_id": 999}, "Device 999 not found"),
-    ({"sim": 4}, "Sim slot 4 is not available on device 260"),
-    ({"sim": 9}, "Field 'sim' must be a slot from 0 to 5"),
-    ({"customerid": "abc"}, "Field 'customerid' must be a whole number"),
-    ({"timetosend": "tomorrow"}, "Field 'timetosend' must be YYYY-MM-DD or YYYY-MM-DD HH:MM:SS"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"device_id": 999}, "Device 999 not found"),
+        ({"sim": 4}, "Sim slot 4 is not available on device 260"),
+        ({"sim": 9}, "Field 'sim' must be a slot from 0 to 5"),
+        ({"customerid": "abc"}, "Field 'customerid' must be a whole number"),
+        (
+            {"timetosend": "tomorrow"},
+            "Field 'timetosend' must be YYYY-MM-DD or YYYY-MM-DD HH:MM:SS",
+        ),
+    ],
+)
 def test_invalid_values_are_refused(gw: Gateway, fields: dict[str, Any], message: str) -> None:
     base = {"sendto": "+491", "body": "b", "device_id": 260, "sim": 0}
     answer = gw.call("addsms", **{**base, **fields})
@@ -183,8 +215,13 @@ def test_tokens_missing_wrong_and_expired(gw: Gateway) -> None:
 
 
 def test_multipart_file_replaces_the_body_with_an_image_url(gw: Gateway) -> None:
-    fields = {"token": gw.sim.token, "sendto": "+491", "device_id": "260", "sim": "0",
-              "body": "ignored"}
+    fields = {
+        "token": gw.sim.token,
+        "sendto": "+491",
+        "device_id": "260",
+        "sim": "0",
+        "body": "ignored",
+    }
     files = {"file": ("cat.png", b"\x89PNG fake", "image/png")}
     answer = gw.http.post("addsms", data=fields, files=files).json()
     entry = gw.sim.entry(answer["sms_id"])
@@ -207,17 +244,28 @@ def test_addalotofsms_stores_hundreds_under_consecutive_ids_and_answers_none(gw:
     assert ledger[7].urgent == 1 and ledger[8].urgent == 0 and ledger[8].customerid == 8
 
 
-@pytest.mark.parametrize(("datajson", "message"), [
-    ("{not json", "Field 'datajson' is not valid JSON"),
-    ("[1, 2]", "Field 'datajson' must be a JSON object with token and smsdata"),
-    ('{"token": "TOKEN"}', "Field 'smsdata' must be a non-empty list of messages"),
-    ('{"token": "TOKEN", "smsdata": []}', "Field 'smsdata' must be a non-empty list of messages"),
-    ('{"token": "TOKEN", "smsdata": [ITEM, {"sendto": "1", "sim": 0, "device_id": 260}]}',
-     "smsdata[1]: Field 'body' is required"),
-    ('{"token": "TOKEN", "smsdata": [ITEM, ITEM, {"sendto": "1", "body": "b", "sim": 0, '
-     '"device_id": 7}]}', "smsdata[2]: Device 7 not found"),
-    ('{"token": "bad", "smsdata": [ITEM]}', "Wrong token"),
-])
+@pytest.mark.parametrize(
+    ("datajson", "message"),
+    [
+        ("{not json", "Field 'datajson' is not valid JSON"),
+        ("[1, 2]", "Field 'datajson' must be a JSON object with token and smsdata"),
+        ('{"token": "TOKEN"}', "Field 'smsdata' must be a non-empty list of messages"),
+        (
+            '{"token": "TOKEN", "smsdata": []}',
+            "Field 'smsdata' must be a non-empty list of messages",
+        ),
+        (
+            '{"token": "TOKEN", "smsdata": [ITEM, {"sendto": "1", "sim": 0, "device_id": 260}]}',
+            "smsdata[1]: Field 'body' is required",
+        ),
+        (
+            '{"token": "TOKEN", "smsdata": [ITEM, ITEM, {"sendto": "1", "body": "b", "sim": 0, '
+            '"device_id": 7}]}',
+            "smsdata[2]: Device 7 not found",
+        ),
+        ('{"token": "bad", "smsdata": [ITEM]}', "Wrong token"),
+    ],
+)
 def test_a_bad_datajson_stores_nothing(gw: Gateway, datajson: str, message: str) -> None:
     raw = datajson.replace("TOKEN", gw.sim.token).replace("ITEM", json.dumps(item()))
     assert gw.call("addalotofsms", token=None, datajson=raw) == {"error": 1, "message": message}
@@ -260,14 +308,33 @@ def test_getalldevices_reports_every_documented_field(gw: Gateway) -> None:
     assert "error" not in answer and answer["count"] == 2
     device = answer["device"]["261"]
     assert set(device) == {
-        "id", "title", "number", "imei", "created", "createdhumanformat", "lastseen",
-        "lastseenhumanformat", "serialnumber", "siminfo", "appversion", "isappversionactual",
-        "delaybetweeneachsms", "delaybetweenrequest", "subscription"}
+        "id",
+        "title",
+        "number",
+        "imei",
+        "created",
+        "createdhumanformat",
+        "lastseen",
+        "lastseenhumanformat",
+        "serialnumber",
+        "siminfo",
+        "appversion",
+        "isappversionactual",
+        "delaybetweeneachsms",
+        "delaybetweenrequest",
+        "subscription",
+    }
     assert device["delaybetweeneachsms"] is None and device["delaybetweenrequest"] == 0.1
     assert answer["device"]["260"]["delaybetweeneachsms"] == 0.01
     assert [s["Slot"] for s in device["siminfo"]] == ["0", "1"]
-    assert set(device["siminfo"][0]) == {"Slot", "IccId", "Number", "Roaming", "CountryIso",
-                                         "CarrierName"}
+    assert set(device["siminfo"][0]) == {
+        "Slot",
+        "IccId",
+        "Number",
+        "Roaming",
+        "CountryIso",
+        "CarrierName",
+    }
     assert device["created"]["timezone_type"] == 3 and device["created"]["timezone"] == "UTC"
 
 
@@ -327,8 +394,13 @@ def test_urgent_messages_go_first_within_a_poll(fake: Gateway, clock: FakeClock)
     clock.advance(60)
     ledger = fake.sim.ledger()
     order = sorted(ledger, key=lambda e: e.time_of(6) or 0.0)
-    assert [e.body for e in order] == ["message 3", "message 4", "message 0", "message 1",
-                                      "message 2"]
+    assert [e.body for e in order] == [
+        "message 3",
+        "message 4",
+        "message 0",
+        "message 1",
+        "message 2",
+    ]
 
 
 def test_an_urgent_message_taken_later_overtakes_queued_bulk(
@@ -355,23 +427,35 @@ def test_status_progresses_new_taken_sent_delivered(fake: Gateway, clock: FakeCl
         record = fake.smss(customerid=5)["smss"][str(second)]
         assert record["status"] == status["status"]
         seen.append((status["status"], status["status_description"], record["statustitle"]))
-    assert seen == [(1, "New", "new"), (2, "Taken from server", "sending"), (6, "Sent", "sent"),
-                    (7, "Delivered", "delivered"), (7, "Delivered", "delivered")]
+    assert seen == [
+        (1, "New", "new"),
+        (2, "Taken from server", "sending"),
+        (6, "Sent", "sent"),
+        (7, "Delivered", "delivered"),
+        (7, "Delivered", "delivered"),
+    ]
     assert history(fake.sim, second) == [(1, 1.0), (2, 10.0), (6, 12.0), (7, 17.0)]
     assert fake.smss()["smss"][str(first)]["senttime"]["date"] == "2027-01-15 08:00:10.000000"
 
 
 def test_failures_follow_the_outcome_rule(make_simulator: MakeSimulator, clock: FakeClock) -> None:
-    rule = OutcomeRule(by_recipient={"+49 111": 8, "49222": 9, "333": 6, "444": 101},
-                       report_delay=2)
-    sim = make_simulator([SimDevice(id=1, delaybetweenrequest=1, delaybetweeneachsms=1)],
-                         clock=clock, outcome=rule)
+    rule = OutcomeRule(
+        by_recipient={"+49 111": 8, "49222": 9, "333": 6, "444": 101}, report_delay=2
+    )
+    sim = make_simulator(
+        [SimDevice(id=1, delaybetweenrequest=1, delaybetweeneachsms=1)], clock=clock, outcome=rule
+    )
     client = Gateway(sim)
     ids = {to: client.send(to, device_id=1) for to in ("+49111", "+49 222", "333", "444", "555")}
     clock.advance(100)
     codes = {to: [c for c, _ in sim.entry(i).history] for to, i in ids.items()}
-    assert codes == {"+49111": [1, 2, 6, 8], "+49 222": [1, 2, 9], "333": [1, 2, 6],
-                     "444": [1, 2, 101], "555": [1, 2, 6, 7]}
+    assert codes == {
+        "+49111": [1, 2, 6, 8],
+        "+49 222": [1, 2, 9],
+        "333": [1, 2, 6],
+        "444": [1, 2, 101],
+        "555": [1, 2, 6, 7],
+    }
     records = client.smss()["smss"]
     not_sent = records[str(ids["+49 222"])]
     assert (not_sent["statustitle"], not_sent["senttime"]) == ("not sent", None)
@@ -418,8 +502,13 @@ def test_timetosend_holds_a_message_until_due(fake: Gateway, clock: FakeClock) -
 @pytest.fixture
 def three(make_simulator: MakeSimulator, clock: FakeClock) -> Iterator[tuple[Gateway, list[int]]]:
     """m1 at 08:00 and m2 at 09:00 UTC on 260 (delivered), m3 at 10:00 on offline 261 (New)."""
-    sim = make_simulator([SimDevice(id=260, delaybetweenrequest=1, delaybetweeneachsms=1),
-                          SimDevice(id=261, online=False)], clock=clock)
+    sim = make_simulator(
+        [
+            SimDevice(id=260, delaybetweenrequest=1, delaybetweeneachsms=1),
+            SimDevice(id=261, online=False),
+        ],
+        clock=clock,
+    )
     client = Gateway(sim)
     ids = [client.send("+49 157 52982212", customerid=7)]
     clock.advance(3600)
@@ -431,26 +520,30 @@ def three(make_simulator: MakeSimulator, clock: FakeClock) -> Iterator[tuple[Gat
     client.close()
 
 
-@pytest.mark.parametrize(("filters", "expected"), [
-    ({}, [0, 1, 2]),
-    ({"device_id": 261}, [2]),
-    ({"sim": 1}, [1]),
-    ({"device_id": 260, "sim": 0}, [0]),
-    ({"status": 7}, [0, 1]),
-    ({"status": 1}, [2]),
-    ({"customerid": 7}, [0]),
-    ({"phone": "+4915752982212"}, [0, 1]),
-    ({"phone": "+49 157 52982212"}, [0, 1]),
-    ({"phone": "015752982212"}, [2]),
-    ({"begindate": "2027-01-15 09:00:00"}, [1, 2]),
-    ({"enddate": "2027-01-15 09:00:00"}, [0, 1]),
-    ({"begindate": "2027-01-15 10:00:00", "timezone": "Europe/Paris"}, [1, 2]),
-    ({"begindate": "2027-01-15", "enddate": "2027-01-15"}, [0, 1, 2]),
-    ({"enddate": "2027-01-14"}, []),
-    ({"orderbydesc": 1}, [2, 1, 0]),
-])
-def test_getallsms_filters(three: tuple[Gateway, list[int]], filters: dict[str, Any],
-                           expected: list[int]) -> None:
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({}, [0, 1, 2]),
+        ({"device_id": 261}, [2]),
+        ({"sim": 1}, [1]),
+        ({"device_id": 260, "sim": 0}, [0]),
+        ({"status": 7}, [0, 1]),
+        ({"status": 1}, [2]),
+        ({"customerid": 7}, [0]),
+        ({"phone": "+4915752982212"}, [0, 1]),
+        ({"phone": "+49 157 52982212"}, [0, 1]),
+        ({"phone": "015752982212"}, [2]),
+        ({"begindate": "2027-01-15 09:00:00"}, [1, 2]),
+        ({"enddate": "2027-01-15 09:00:00"}, [0, 1]),
+        ({"begindate": "2027-01-15 10:00:00", "timezone": "Europe/Paris"}, [1, 2]),
+        ({"begindate": "2027-01-15", "enddate": "2027-01-15"}, [0, 1, 2]),
+        ({"enddate": "2027-01-14"}, []),
+        ({"orderbydesc": 1}, [2, 1, 0]),
+    ],
+)
+def test_getallsms_filters(
+    three: tuple[Gateway, list[int]], filters: dict[str, Any], expected: list[int]
+) -> None:
     client, ids = three
     answer = client.smss(**filters)
     assert answer["count"] == len(expected)
@@ -462,13 +555,17 @@ def test_getallsms_onlycount_timezone_and_empty_answers(three: tuple[Gateway, li
     client, ids = three
     assert client.smss(onlycount=1) == {"error": 0, "smss": [], "count": 3, "message": "Ok"}
     record = client.smss(timezone="Europe/Paris")["smss"][str(ids[1])]
-    assert record["created"] == {"date": "2027-01-15 10:00:00.000000", "timezone_type": 3,
-                                 "timezone": "Europe/Paris"}
+    assert record["created"] == {
+        "date": "2027-01-15 10:00:00.000000",
+        "timezone_type": 3,
+        "timezone": "Europe/Paris",
+    }
     assert record["customerid"] == 8 and record["urgent"] is None and record["sim"] == 1
     assert client.smss(device_id=261)["smss"][str(ids[2])]["urgent"] == 1
     assert client.call("getallsms", timezone="Mars/Base")["error"] == 1
     assert client.call("getallsms", begindate="15.01.2027")["message"] == (
-        "Field 'begindate' must be YYYY-MM-DD or YYYY-MM-DD HH:MM:SS")
+        "Field 'begindate' must be YYYY-MM-DD or YYYY-MM-DD HH:MM:SS"
+    )
 
 
 def test_getallsms_caps_records_but_counts_them_all(make_simulator: MakeSimulator) -> None:
@@ -571,8 +668,10 @@ def test_times_and_seeded_rates_are_deterministic(make_simulator: MakeSimulator)
     sim = make_simulator()
     sim.faults.add("*", "http_502", times=3)
     client = Gateway(sim)
-    codes = [client.http.post(ep, data={"token": sim.token}).status_code
-             for ep in ("getallsms", "getalldevices", "getallsms", "getallsms")]
+    codes = [
+        client.http.post(ep, data={"token": sim.token}).status_code
+        for ep in ("getallsms", "getalldevices", "getallsms", "getallsms")
+    ]
     assert codes == [502, 502, 502, 200] and sim.faults.rules() == []
     sim.faults.add("getallsms", "http_500", times=5)
     assert sim.faults.clear("getallsms") == 1
@@ -621,11 +720,19 @@ def test_tags_contacts_and_newsletters(gw: Gateway) -> None:
     assert second["contact_id"] == first["contact_id"] + 1
     assert gw.call("savecontact", phone="+493", tag_id=5)["message"] == "Tag 5 not found"
     assert gw.call("savecontact", phone="+493")["message"] == "Field 'ctag_id' is required"
-    paket = gw.call("savepaket", title="news", device_id=260, body="hi", tags=str(tag["tag_id"]),
-                    sim=0, time_to_send="01.02.2027 10:00:00")
+    paket = gw.call(
+        "savepaket",
+        title="news",
+        device_id=260,
+        body="hi",
+        tags=str(tag["tag_id"]),
+        sim=0,
+        time_to_send="01.02.2027 10:00:00",
+    )
     assert paket["error"] == 0 and paket["paket_id"] > 0
     assert gw.call("savepaket", title="n", device_id=260, body="b", sim=0)["message"] == (
-        "Field 'tags' is required")
+        "Field 'tags' is required"
+    )
     assert gw.http.post("nosuchendpoint").status_code == 404
 
 
@@ -643,16 +750,18 @@ def test_run_forever_prints_a_banner_and_stops_on_request() -> None:
     stop.set()
     thread.join(timeout=5)
     assert not thread.is_alive()
-    assert parse_device("5:2:0.5:0,3") == SimDevice(id=5, title="Simulated phone 5",
-                                                     delaybetweenrequest=2, delaybetweeneachsms=0.5,
-                                                     sims=(0, 3))
+    assert parse_device("5:2:0.5:0,3") == SimDevice(
+        id=5, title="Simulated phone 5", delaybetweenrequest=2, delaybetweeneachsms=0.5, sims=(0, 3)
+    )
 
 
 def test_the_simulator_process_serves_and_stops_on_sigterm() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "relay.simulator", "--json", "--device", "300:0.05:0.01"],
-        stdout=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         assert proc.stdout is not None

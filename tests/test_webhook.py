@@ -65,8 +65,9 @@ class Receiver:
     def answer(self, headers: dict[str, str], body: bytes) -> int:
         with self.lock:
             status = self.statuses.pop(0) if self.statuses else 200
-            self.calls.append({"headers": headers, "body": body, "status": status,
-                               "at": time.time()})
+            self.calls.append(
+                {"headers": headers, "body": body, "status": status, "at": time.time()}
+            )
             return status
 
     def delivered(self) -> list[dict[str, Any]]:
@@ -118,11 +119,24 @@ def some_events(ctx: Context, n: int) -> list[str]:
     """``n`` messages delivered: one event each."""
     ids = [f"w{i:03d}" for i in range(n)]
     for msg_id in ids:
-        ctx.conn.hset(ctx.keys.msg(msg_id), mapping={
-            "sendto": "+4915752982212", "body": "b", "device_id": 260, "sim": 0, "urgent": 0,
-            "state": "submitted", "final": 0})
-    ctx.store.transition(ids, State.DELIVERED, [State.SUBMITTED],
-                         fields={"status": 7, "statustitle": "delivered", "sms_id": 62800001})
+        ctx.conn.hset(
+            ctx.keys.msg(msg_id),
+            mapping={
+                "sendto": "+4915752982212",
+                "body": "b",
+                "device_id": 260,
+                "sim": 0,
+                "urgent": 0,
+                "state": "submitted",
+                "final": 0,
+            },
+        )
+    ctx.store.transition(
+        ids,
+        State.DELIVERED,
+        [State.SUBMITTED],
+        fields={"status": 7, "statustitle": "delivered", "sms_id": 62800001},
+    )
     return ids
 
 
@@ -222,11 +236,14 @@ def test_no_webhook_url_no_pump(make_ctx: Any) -> None:
     assert ctx.conn.xinfo_groups(ctx.keys.events) == []
 
 
-@pytest.mark.parametrize(("retries", "waits"), [
-    (3, [1, 2, 4]),
-    (8, [1, 2, 4, 8, 16, 32, 60, 120]),
-    (10, [1, 2, 4, 8, 16, 32, 60, 120, 120, 120]),
-])
+@pytest.mark.parametrize(
+    ("retries", "waits"),
+    [
+        (3, [1, 2, 4]),
+        (8, [1, 2, 4, 8, 16, 32, 60, 120]),
+        (10, [1, 2, 4, 8, 16, 32, 60, 120, 120, 120]),
+    ],
+)
 def test_jobs_back_off_from_one_second(
     make_ctx: Any, receiver: Receiver, retries: int, waits: list[int]
 ) -> None:

@@ -45,8 +45,9 @@ def measure(cfg: BenchConfig) -> Measurement:
     n = cfg.calls_messages
     with SimProcess(devices) as sim:
         scope = Scope(cfg.redis_url, "calls")
-        extra = {} if cfg.reconcile_interval is None else {
-            "reconcile_interval": cfg.reconcile_interval}
+        extra = (
+            {} if cfg.reconcile_interval is None else {"reconcile_interval": cfg.reconcile_interval}
+        )
         settings = scope.settings(sim, **extra)
         conn = scope.conn()
         workers = start_workers(settings, WORKERS, cfg.log_dir, burst=False)
@@ -72,14 +73,23 @@ def measure(cfg: BenchConfig) -> Measurement:
     total = sum(calls.values())
     per = total / n
     burst = math.ceil(POLL_S / EACH_S)
-    m.values = {"messages": n, "devices": cfg.calls_devices, "calls": calls, "total": total,
-                "per_message": per, "seconds_to_final": seconds,
-                "phones": {"delaybetweeneachsms": EACH_S, "delaybetweenrequest": POLL_S,
-                           "burst": burst}}
+    m.values = {
+        "messages": n,
+        "devices": cfg.calls_devices,
+        "calls": calls,
+        "total": total,
+        "per_message": per,
+        "seconds_to_final": seconds,
+        "phones": {"delaybetweeneachsms": EACH_S, "delaybetweenrequest": POLL_S, "burst": burst},
+    }
     t = m.target("gateway calls per message", per, TARGET, at_least=False)
     m.rows = [
-        Row("gateway calls per message", fmt(per), f"{total:,} calls, {n:,} msgs, "
-            f"{cfg.calls_devices} phones", t),
+        Row(
+            "gateway calls per message",
+            fmt(per),
+            f"{total:,} calls, {n:,} msgs, {cfg.calls_devices} phones",
+            t,
+        ),
         Row("  by endpoint", ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))),
         Row("  enqueue to all final", fmt(seconds, " s"), f"bursts of {burst}"),
     ]

@@ -61,20 +61,44 @@ class BenchConfig:
         base = cls(mode=mode)
         if mode == "quick":
             base = replace(
-                base, enqueue_single=1_000, enqueue_many=5_000, memory_messages=20_000,
-                e2e_messages=10_000, rq_messages=150, rq_probe=30, latency_backlog=20_000,
-                latency_samples=300, calls_messages=2_000, scale_messages=6_000,
+                base,
+                enqueue_single=1_000,
+                enqueue_many=5_000,
+                memory_messages=20_000,
+                e2e_messages=10_000,
+                rq_messages=150,
+                rq_probe=30,
+                latency_backlog=20_000,
+                latency_samples=300,
+                calls_messages=2_000,
+                scale_messages=6_000,
                 reconcile_messages=2_000,
             )
         elif mode == "tiny":
             base = replace(
-                base, enqueue_single=50, enqueue_many=300, memory_messages=500,
-                e2e_messages=600, e2e_devices=2, rq_messages=10, rq_probe=10,
-                latency_backlog=200, latency_devices=2, latency_samples=5, latency_workers=1,
-                latency_settle=0.2, calls_messages=100, calls_devices=2, reconcile_interval=1.0,
-                scale_messages=300, scale_devices=3, scale_workers=(1, 2), paced_messages=60,
+                base,
+                enqueue_single=50,
+                enqueue_many=300,
+                memory_messages=500,
+                e2e_messages=600,
+                e2e_devices=2,
+                rq_messages=10,
+                rq_probe=10,
+                latency_backlog=200,
+                latency_devices=2,
+                latency_samples=5,
+                latency_workers=1,
+                latency_settle=0.2,
+                calls_messages=100,
+                calls_devices=2,
+                reconcile_interval=1.0,
+                scale_messages=300,
+                scale_devices=3,
+                scale_workers=(1, 2),
+                paced_messages=60,
                 paced_devices=2,
-                reconcile_messages=100, reconcile_devices=2,
+                reconcile_messages=100,
+                reconcile_devices=2,
             )
         elif mode != "full":
             raise ValueError(f"unknown mode {mode!r}: full, quick or tiny")

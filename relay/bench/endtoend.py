@@ -96,8 +96,9 @@ def simulator_capacity(cfg: BenchConfig, seconds: float = 2.0) -> float:
     devices = phones(1, poll=0.5, each=0.0)
     items = [{**m, "sim": 0, "urgent": 0} for m in messages(BATCH, [devices[0].id], seed=12)]
     with SimProcess(devices) as sim:
-        form = {"datajson": json.dumps({"token": sim.token, "smsdata": items},
-                                       separators=(",", ":"))}
+        form = {
+            "datajson": json.dumps({"token": sim.token, "smsdata": items}, separators=(",", ":"))
+        }
         client = RawClient(sim.url)
         try:
             return rate(lambda: client.post("addalotofsms", form), seconds) * BATCH
@@ -116,15 +117,22 @@ def rq_flow(cfg: BenchConfig, count: int, kind: str) -> Flow:
             q = queue(conn, name)
             items = messages(count, [d.id for d in devices], seed=6)
             with conn.pipeline() as pipe:
-                q.enqueue_many([q.prepare_data(JOB_FUNC, args=job_args(i)) for i in items],
-                               pipeline=pipe)
+                q.enqueue_many(
+                    [q.prepare_data(JOB_FUNC, args=job_args(i)) for i in items], pipeline=pipe
+                )
                 pipe.execute()
             env = child_env(scope.settings(sim))
             cmd = [sys.executable, "-m", "relay.bench.rqside", "--queue", name, "--worker", kind]
             log = cfg.log_dir / f"{name}-{kind}.log"
             with log.open("wb") as out:
-                done = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                      timeout=TIMEOUT_S, check=False)
+                done = subprocess.run(
+                    cmd,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=TIMEOUT_S,
+                    check=False,
+                )
             if done.returncode != 0:
                 raise BenchError(f"the RQ worker failed: {log.read_text()[-1000:]}")
             return flow(sim.ledger())
@@ -145,8 +153,12 @@ def measure(cfg: BenchConfig) -> Measurement:
     rq = probes[best] if cfg.rq_messages <= cfg.rq_probe else rq_flow(cfg, cfg.rq_messages, best)
     ratio = relay.rate / rq.rate
     m.values = {
-        "relay": relay.to_dict() | {"worker_wall_s": wall, "devices": cfg.e2e_devices,
-                                    "cpu_us_per_msg": cpu.per_message_us(relay.stored)},
+        "relay": relay.to_dict()
+        | {
+            "worker_wall_s": wall,
+            "devices": cfg.e2e_devices,
+            "cpu_us_per_msg": cpu.per_message_us(relay.stored),
+        },
         "simulator_capacity_msgs_per_s": capacity,
         "rq": rq.to_dict() | {"worker": best},
         "rq_probe": {k: f.to_dict() for k, f in probes.items()},
@@ -157,15 +169,25 @@ def measure(cfg: BenchConfig) -> Measurement:
     worker = "SimpleWorker" if best == "simple" else "Worker (fork)"
     m.rows = [
         Row("msgs/s, one worker process", fmt(relay.rate), f"RQ {worker}: {fmt(rq.rate)}", t1),
-        Row("  ratio", fmt(ratio, "x"), f"RQ probe: simple {fmt(probes['simple'].rate)}, "
-            f"fork {fmt(probes['fork'].rate)}", t2),
-        Row("  requests / messages", f"{relay.requests:,} / {relay.stored:,}",
-            f"{rq.requests:,} / {rq.stored:,}"),
-        Row("  CPU µs/msg: worker, Redis, simulator",
+        Row(
+            "  ratio",
+            fmt(ratio, "x"),
+            f"RQ probe: simple {fmt(probes['simple'].rate)}, fork {fmt(probes['fork'].rate)}",
+            t2,
+        ),
+        Row(
+            "  requests / messages",
+            f"{relay.requests:,} / {relay.stored:,}",
+            f"{rq.requests:,} / {rq.stored:,}",
+        ),
+        Row(
+            "  CPU µs/msg: worker, Redis, simulator",
             " / ".join(fmt(v) for v in cpu.per_message_us(relay.stored).values()),
-            f"simulator alone: {fmt(capacity)} msgs/s"),
+            f"simulator alone: {fmt(capacity)} msgs/s",
+        ),
     ]
     if relay.duplicates or relay.stored != cfg.e2e_messages:
-        m.notes.append(f"relay stored {relay.stored} of {cfg.e2e_messages}, "
-                       f"{relay.duplicates} duplicates")
+        m.notes.append(
+            f"relay stored {relay.stored} of {cfg.e2e_messages}, {relay.duplicates} duplicates"
+        )
     return m

@@ -61,8 +61,10 @@ def rq_many(scope: Scope, name: str, items: Sequence[dict[str, Any]]) -> float:
 
     def run() -> None:
         for start in range(0, len(items), CHUNK):
-            datas = [q.prepare_data(JOB_FUNC, args=job_args(item))
-                     for item in items[start : start + CHUNK]]
+            datas = [
+                q.prepare_data(JOB_FUNC, args=job_args(item))
+                for item in items[start : start + CHUNK]
+            ]
             with conn.pipeline() as pipe:
                 q.enqueue_many(datas, pipeline=pipe)
                 pipe.execute()
@@ -94,16 +96,27 @@ def measure(cfg: BenchConfig) -> Measurement:
         cleanup(scope.conn(), rq_name)
         scope.cleanup()
     m.values = {
-        "single": {"messages": len(single), "relay_per_s": r_single, "rq_per_s": q_single,
-                   "ratio": r_single / q_single},
-        "many": {"messages": len(many), "relay_per_s": r_many, "rq_per_s": q_many,
-                 "ratio": r_many / q_many, "chunk": CHUNK,
-                 "relay_redis_cpu_us_per_msg": redis_us},
+        "single": {
+            "messages": len(single),
+            "relay_per_s": r_single,
+            "rq_per_s": q_single,
+            "ratio": r_single / q_single,
+        },
+        "many": {
+            "messages": len(many),
+            "relay_per_s": r_many,
+            "rq_per_s": q_many,
+            "ratio": r_many / q_many,
+            "chunk": CHUNK,
+            "relay_redis_cpu_us_per_msg": redis_us,
+        },
     }
-    t1 = m.target("send vs Queue.enqueue", r_single / q_single, TARGET_RATIO, at_least=True,
-                  unit="x")
-    t2 = m.target("send_many vs enqueue_many", r_many / q_many, TARGET_RATIO, at_least=True,
-                  unit="x")
+    t1 = m.target(
+        "send vs Queue.enqueue", r_single / q_single, TARGET_RATIO, at_least=True, unit="x"
+    )
+    t2 = m.target(
+        "send_many vs enqueue_many", r_many / q_many, TARGET_RATIO, at_least=True, unit="x"
+    )
     m.rows = [
         Row("send, one at a time (msgs/s)", fmt(r_single), f"RQ enqueue {fmt(q_single)}"),
         Row("  ratio", fmt(r_single / q_single, "x"), "", t1),

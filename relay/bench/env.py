@@ -147,8 +147,14 @@ class SimProcess:
     """``python -m relay.simulator`` in its own process, on a free port."""
 
     def __init__(self, devices: Sequence[Phone], *, report_delay: float = 0.0) -> None:
-        cmd = [sys.executable, "-m", "relay.simulator", "--json",
-               "--report-delay", str(report_delay)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "relay.simulator",
+            "--json",
+            "--report-delay",
+            str(report_delay),
+        ]
         for phone in devices:
             cmd += ["--device", phone.spec()]
         self.devices = list(devices)
@@ -194,7 +200,9 @@ class SimProcess:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -258,8 +266,16 @@ def start_workers(
     for i in range(count):
         cmd = [sys.executable, "-m", "relay", "worker"] + (["--burst"] if burst else [])
         if profile is not None and i == 0:
-            cmd = [sys.executable, "-m", "pyinstrument", "-o", str(profile), "-m", "relay",
-                   "worker"] + (["--burst"] if burst else [])
+            cmd = [
+                sys.executable,
+                "-m",
+                "pyinstrument",
+                "-o",
+                str(profile),
+                "-m",
+                "relay",
+                "worker",
+            ] + (["--burst"] if burst else [])
         path = log_dir / f"{settings.key_prefix}-worker-{i}.log"
         with path.open("wb") as out:
             procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
@@ -271,8 +287,12 @@ def start_reconciler(settings: Settings, log_dir: Path) -> subprocess.Popen[byte
     """Start one ``relay reconciler`` process (stop it with :func:`stop_process`)."""
     path = log_dir / f"{settings.key_prefix}-reconciler.log"
     with path.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "relay", "reconciler"],
-                                env=child_env(settings), stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "relay", "reconciler"],
+            env=child_env(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def final_count(conn: redis.Redis, settings: Settings) -> int:
@@ -337,18 +357,21 @@ def workers_registered(conn: redis.Redis, settings: Settings, count: int) -> boo
     return sum(1 for b in beats if b'"worker"' in b) >= count
 
 
-def messages(count: int, devices: Iterable[int], *, body_len: int = 70, seed: int = 0,
-             **fields: Any) -> list[dict[str, Any]]:
+def messages(
+    count: int, devices: Iterable[int], *, body_len: int = 70, seed: int = 0, **fields: Any
+) -> list[dict[str, Any]]:
     """``count`` send_many items spread round-robin over ``devices``; bodies of ``body_len``."""
     devs = list(devices)
     out = []
     for i in range(count):
         tag = f" #{seed}-{i}"
-        body = ("Your parcel is on its way, track it in the app" + "." * body_len)
-        out.append({
-            "sendto": f"+49157{(seed * 7919 + i) % 10**8:08d}",
-            "body": body[: body_len - len(tag)] + tag,
-            "device_id": devs[i % len(devs)],
-            **fields,
-        })
+        body = "Your parcel is on its way, track it in the app" + "." * body_len
+        out.append(
+            {
+                "sendto": f"+49157{(seed * 7919 + i) % 10**8:08d}",
+                "body": body[: body_len - len(tag)] + tag,
+                "device_id": devs[i % len(devs)],
+                **fields,
+            }
+        )
     return out

@@ -65,8 +65,9 @@ class Setup:
 
     def __enter__(self) -> Setup:
         try:
-            self.workers = start_workers(self.settings, self.cfg.latency_workers,
-                                         self.cfg.log_dir, burst=False)
+            self.workers = start_workers(
+                self.settings, self.cfg.latency_workers, self.cfg.log_dir, burst=False
+            )
             self.relay = Relay(self.settings)
             return self
         except BaseException:
@@ -89,8 +90,9 @@ class Setup:
         assert self.relay is not None
         cid = CUSTOMER_BASE + i
         device = self.devices[i % len(self.devices)].id
-        self.relay.send(f"+49151{i:08d}", f"Your code is {100000 + i}", device, urgent=True,
-                        customerid=cid)
+        self.relay.send(
+            f"+49151{i:08d}", f"Your code is {100000 + i}", device, urgent=True, customerid=cid
+        )
         self.sent[cid] = time.time()
 
     def latencies(self) -> list[float]:
@@ -106,10 +108,13 @@ class Setup:
 
         if not wait_until(all_stored, WAIT_S, poll=0.5):
             raw: dict[bytes, bytes] = self.conn.hgetall(  # type: ignore[assignment]
-                Keys(self.settings.key_prefix).counts)
+                Keys(self.settings.key_prefix).counts
+            )
             counts = {k.decode(): int(v) for k, v in raw.items()}
-            raise BenchError(f"only {len(found)} of {len(self.sent)} urgent messages arrived "
-                             f"(relay's states: {counts})")
+            raise BenchError(
+                f"only {len(found)} of {len(self.sent)} urgent messages arrived "
+                f"(relay's states: {counts})"
+            )
         return [(found[cid] - at) * 1000 for cid, at in self.sent.items()]
 
     def bulk_queued(self) -> int:
@@ -119,10 +124,14 @@ class Setup:
     def result(self) -> dict[str, Any]:
         lat = self.latencies()
         return {
-            "backlog": self.backlog, "backlog_enqueue_s": self.enqueue_s,
-            "bulk_still_queued": self.bulk_queued(), "samples": len(lat),
-            "p50_ms": percentile(lat, 0.50), "p90_ms": percentile(lat, 0.90),
-            "p99_ms": percentile(lat, 0.99), "max_ms": max(lat),
+            "backlog": self.backlog,
+            "backlog_enqueue_s": self.enqueue_s,
+            "bulk_still_queued": self.bulk_queued(),
+            "samples": len(lat),
+            "p50_ms": percentile(lat, 0.50),
+            "p90_ms": percentile(lat, 0.90),
+            "p99_ms": percentile(lat, 0.99),
+            "max_ms": max(lat),
             "workers": self.cfg.latency_workers,
         }
 
@@ -136,7 +145,9 @@ class Setup:
         self.conn.close()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -146,8 +157,10 @@ def measure(cfg: BenchConfig) -> Measurement:
     """Both setups up, the samples alternating between them; p99s against the target and
     against each other."""
     m = Measurement("latency")
-    with Setup(cfg, "latency", cfg.latency_backlog) as loaded, \
-            Setup(cfg, "latency-empty", 0) as empty:
+    with (
+        Setup(cfg, "latency", cfg.latency_backlog) as loaded,
+        Setup(cfg, "latency-empty", 0) as empty,
+    ):
         loaded.ready()
         empty.ready()
         time.sleep(cfg.latency_settle)
@@ -157,19 +170,33 @@ def measure(cfg: BenchConfig) -> Measurement:
             time.sleep(cfg.latency_gap * rng.uniform(0.5, 1.5))
         with_backlog, without = loaded.result(), empty.result()
     factor = with_backlog["p99_ms"] / without["p99_ms"] if without["p99_ms"] > 0 else float("inf")
-    m.values = {"with_backlog": with_backlog, "empty": without, "p99_ratio": factor,
-                "phones": {"delaybetweeneachsms": EACH_S, "delaybetweenrequest": POLL_S}}
-    t1 = m.target("urgent p99 with backlog", with_backlog["p99_ms"], TARGET_P99_MS,
-                  at_least=False, unit=" ms")
+    m.values = {
+        "with_backlog": with_backlog,
+        "empty": without,
+        "p99_ratio": factor,
+        "phones": {"delaybetweeneachsms": EACH_S, "delaybetweenrequest": POLL_S},
+    }
+    t1 = m.target(
+        "urgent p99 with backlog", with_backlog["p99_ms"], TARGET_P99_MS, at_least=False, unit=" ms"
+    )
     t2 = m.target("p99 backlog / p99 empty", factor, SAME_FACTOR, at_least=False, unit="x")
     m.rows = [
-        Row(f"urgent p50 / p99, {with_backlog['backlog']:,} bulk queued",
+        Row(
+            f"urgent p50 / p99, {with_backlog['backlog']:,} bulk queued",
             f"{fmt(with_backlog['p50_ms'])} / {fmt(with_backlog['p99_ms'])} ms",
-            f"{with_backlog['samples']} samples, {cfg.latency_workers} workers", t1),
-        Row("urgent p50 / p99, empty lanes",
+            f"{with_backlog['samples']} samples, {cfg.latency_workers} workers",
+            t1,
+        ),
+        Row(
+            "urgent p50 / p99, empty lanes",
             f"{fmt(without['p50_ms'])} / {fmt(without['p99_ms'])} ms",
-            f"max {fmt(with_backlog['max_ms'])} / {fmt(without['max_ms'])} ms"),
-        Row("  p99 backlog / empty", fmt(factor, "x"),
-            f"bulk still queued after: {with_backlog['bulk_still_queued']:,}", t2),
+            f"max {fmt(with_backlog['max_ms'])} / {fmt(without['max_ms'])} ms",
+        ),
+        Row(
+            "  p99 backlog / empty",
+            fmt(factor, "x"),
+            f"bulk still queued after: {with_backlog['bulk_still_queued']:,}",
+            t2,
+        ),
     ]
     return m

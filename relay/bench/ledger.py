@@ -23,8 +23,13 @@ class Flow:
     duplicates: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stored": self.stored, "requests": self.requests, "span_s": self.last - self.first,
-                "msgs_per_s": self.rate, "duplicates": self.duplicates}
+        return {
+            "stored": self.stored,
+            "requests": self.requests,
+            "span_s": self.last - self.first,
+            "msgs_per_s": self.rate,
+            "duplicates": self.duplicates,
+        }
 
 
 def flow(entries: Sequence[Entry]) -> Flow:
@@ -67,9 +72,13 @@ class PacingCheck:
         return self.violations == 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"devices": self.devices, "worst_excess_msgs": self.worst_excess,
-                "violations": self.violations, "held": self.held,
-                "share_of_pacing_cap_used": self.cap_used}
+        return {
+            "devices": self.devices,
+            "worst_excess_msgs": self.worst_excess,
+            "violations": self.violations,
+            "held": self.held,
+            "share_of_pacing_cap_used": self.cap_used,
+        }
 
 
 #: relay's claim script reads time in whole (rounded) milliseconds.
@@ -97,5 +106,6 @@ def check_pacing(
             if excess > 1e-9:
                 violations += 1
         used.append(len(times) / (burst + (times[-1] - start) / interval))
-    return PacingCheck(len(by_lane), worst if by_lane else 0.0, violations,
-                       sum(used) / len(used) if used else 0.0)
+    return PacingCheck(
+        len(by_lane), worst if by_lane else 0.0, violations, sum(used) / len(used) if used else 0.0
+    )

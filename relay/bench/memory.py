@@ -59,8 +59,12 @@ def redis_config(url: str) -> dict[str, str]:
     conn = redis.Redis.from_url(url, decode_responses=True)
     try:
         found: dict[str, str] = {}
-        for name in ("hash-max-listpack-value", "hash-max-listpack-entries",
-                     "list-max-listpack-size", "stream-node-max-bytes"):
+        for name in (
+            "hash-max-listpack-value",
+            "hash-max-listpack-entries",
+            "list-max-listpack-size",
+            "stream-node-max-bytes",
+        ):
             found.update({str(k): str(v) for k, v in conn.config_get(name).items()})
         return found
     except redis.RedisError:
@@ -92,20 +96,27 @@ def measure(cfg: BenchConfig) -> Measurement:
     per = (after - before) / n
     beyond = per - cfg.body_len
     m.values = {
-        "messages": n, "body_len": cfg.body_len, "used_memory_delta": after - before,
-        "bytes_per_message": per, "bytes_beyond_body": beyond,
+        "messages": n,
+        "body_len": cfg.body_len,
+        "used_memory_delta": after - before,
+        "bytes_per_message": per,
+        "bytes_beyond_body": beyond,
         "memory_usage_breakdown": parts,
-        "per_million_mb": per * 1_000_000 / 2**20, "key_prefix_len": len(scope.prefix),
+        "per_million_mb": per * 1_000_000 / 2**20,
+        "key_prefix_len": len(scope.prefix),
         "redis_config": redis_config(scope.redis_url),
     }
-    t = m.target("bytes per message beyond the body", beyond, TARGET_BYTES, at_least=False,
-                 unit=" B")
+    t = m.target(
+        "bytes per message beyond the body", beyond, TARGET_BYTES, at_least=False, unit=" B"
+    )
     m.rows = [
         Row("used_memory per message", fmt(per, " B"), f"{n:,} msgs, body {cfg.body_len} B"),
         Row("  beyond the body", fmt(beyond, " B"), "", t),
-        Row("  record / lane / event",
+        Row(
+            "  record / lane / event",
             " / ".join(fmt(parts[k]) for k in ("record", "lane", "event")),
-            "MEMORY USAGE, bytes"),
+            "MEMORY USAGE, bytes",
+        ),
         Row("a million queued", fmt(per * 1_000_000 / 2**20, " MiB")),
     ]
     return m

@@ -93,15 +93,25 @@ def measure(cfg: BenchConfig) -> Measurement:
     calls = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     calls = {k: v for k, v in calls.items() if v}
     total = sum(calls.values())
-    m.values = {"messages": n, "devices": cfg.reconcile_devices, "final": final,
-                "passes": passes, "seconds": seconds, "cpu_s": cpu,
-                "redis_cpu_us_per_msg": redis_us, "calls": calls,
-                "total_calls": total,
-                "msgs_per_s": final / seconds if seconds else 0.0}
+    m.values = {
+        "messages": n,
+        "devices": cfg.reconcile_devices,
+        "final": final,
+        "passes": passes,
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "redis_cpu_us_per_msg": redis_us,
+        "calls": calls,
+        "total_calls": total,
+        "msgs_per_s": final / seconds if seconds else 0.0,
+    }
     m.rows = [
-        Row(f"settle {n:,} submitted messages", fmt(seconds, " s"),
+        Row(
+            f"settle {n:,} submitted messages",
+            fmt(seconds, " s"),
             f"{passes} pass(es), {fmt(final / seconds if seconds else 0)} msgs/s, "
-            f"reconciler CPU {fmt(cpu, ' s')}"),
+            f"reconciler CPU {fmt(cpu, ' s')}",
+        ),
         Row("  gateway calls", f"{total:,}", ", ".join(f"{k} {v}" for k, v in calls.items())),
         Row("  Redis CPU per message", fmt(redis_us, " µs")),
     ]

@@ -59,8 +59,9 @@ class Measurement:
     load: tuple[float, float] = (0.0, 0.0)
     error: str | None = None
 
-    def target(self, name: str, value: float, limit: float, *, at_least: bool,
-               unit: str = "") -> Target:
+    def target(
+        self, name: str, value: float, limit: float, *, at_least: bool, unit: str = ""
+    ) -> Target:
         t = Target(name, float(value), float(limit), at_least, unit)
         self.targets.append(t)
         return t
@@ -100,8 +101,7 @@ class Results:
     started: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:
-        targets = [t.to_dict() | {"measure": m.name} for m in self.measurements
-                   for t in m.targets]
+        targets = [t.to_dict() | {"measure": m.name} for m in self.measurements for t in m.targets]
         return {
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             "seconds": round(time.time() - self.started, 1),

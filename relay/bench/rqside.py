@@ -59,8 +59,10 @@ def job_args(item: dict[str, Any]) -> tuple[str, str, int, int]:
 def cleanup(conn: redis.Redis, name: str) -> int:
     """Delete the RQ keys of queue ``name``: its jobs (from the queue and every registry)
     and the queue's own keys. Returns how many keys went."""
-    registries = [f"rq:{kind}:{name}" for kind in
-                  ("finished", "failed", "started", "deferred", "scheduled", "canceled")]
+    registries = [
+        f"rq:{kind}:{name}"
+        for kind in ("finished", "failed", "started", "deferred", "scheduled", "canceled")
+    ]
     ids: set[Any] = set(conn.lrange(f"rq:queue:{name}", 0, -1))
     for registry in registries:
         ids.update(conn.zrange(registry, 0, -1))

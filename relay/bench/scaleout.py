@@ -94,41 +94,70 @@ def run(cfg: BenchConfig, count: int, fleet: Fleet, n: int, *, queued: bool) -> 
             conn.close()
     f = flow(ledger)
     pacing = check_pacing(ledger, anchor, fleet.each, burst)
-    return {"workers": count, **f.to_dict(), "pacing": pacing.to_dict(), "burst": burst,
-            "pacing_cap_msgs_per_s": fleet.cap, "phones": fleet.devices, "each_s": fleet.each,
-            "queued_first": queued}
+    return {
+        "workers": count,
+        **f.to_dict(),
+        "pacing": pacing.to_dict(),
+        "burst": burst,
+        "pacing_cap_msgs_per_s": fleet.cap,
+        "phones": fleet.devices,
+        "each_s": fleet.each,
+        "queued_first": queued,
+    }
 
 
 def measure(cfg: BenchConfig) -> Measurement:
     """One run per worker count; each must keep pacing exactly."""
     m = Measurement("scaleout")
     fleet = Fleet(cfg.scale_devices, cfg.scale_each, cfg.scale_poll)
-    runs = [run(cfg, count, fleet, cfg.scale_messages, queued=True)
-            for count in cfg.scale_workers]
+    runs = [run(cfg, count, fleet, cfg.scale_messages, queued=True) for count in cfg.scale_workers]
     slow = Fleet(cfg.paced_devices, cfg.paced_each, cfg.scale_poll)
     paced = run(cfg, max(cfg.scale_workers), slow, cfg.paced_messages, queued=False)
     base = runs[0]["msgs_per_s"]
-    m.values = {"runs": runs, "paced_run": paced, "devices": cfg.scale_devices,
-                "each_s": cfg.scale_each, "poll_s": cfg.scale_poll,
-                "messages": cfg.scale_messages}
+    m.values = {
+        "runs": runs,
+        "paced_run": paced,
+        "devices": cfg.scale_devices,
+        "each_s": cfg.scale_each,
+        "poll_s": cfg.scale_poll,
+        "messages": cfg.scale_messages,
+    }
     for r in runs:
         held = r["pacing"]["held"]
-        t = m.target(f"pacing violations, {r['workers']} workers", r["pacing"]["violations"], 0,
-                     at_least=False)
-        m.rows.append(Row(
-            f"{r['workers']} worker(s): msgs/s", fmt(r["msgs_per_s"]),
-            f"x{fmt(r['msgs_per_s'] / base)} of 1; pacing {'held' if held else 'BROKEN'} "
-            f"(worst {fmt(r['pacing']['worst_excess_msgs'])} msgs, "
-            f"{fmt(100 * r['pacing']['share_of_pacing_cap_used'])}% of cap)", t))
-    t = m.target(f"pacing violations, pacing-bound run ({paced['workers']} workers)",
-                 paced["pacing"]["violations"], 0, at_least=False)
-    m.rows.append(Row(
-        f"pacing-bound: {slow.devices} phones x 1 SMS/{slow.each:g} s",
-        f"{fmt(paced['msgs_per_s'])} msgs/s",
-        f"cap {fmt(slow.cap)}; {fmt(100 * paced['pacing']['share_of_pacing_cap_used'])}% of "
-        f"the bound used, worst {fmt(paced['pacing']['worst_excess_msgs'])} msgs", t))
+        t = m.target(
+            f"pacing violations, {r['workers']} workers",
+            r["pacing"]["violations"],
+            0,
+            at_least=False,
+        )
+        m.rows.append(
+            Row(
+                f"{r['workers']} worker(s): msgs/s",
+                fmt(r["msgs_per_s"]),
+                f"x{fmt(r['msgs_per_s'] / base)} of 1; pacing {'held' if held else 'BROKEN'} "
+                f"(worst {fmt(r['pacing']['worst_excess_msgs'])} msgs, "
+                f"{fmt(100 * r['pacing']['share_of_pacing_cap_used'])}% of cap)",
+                t,
+            )
+        )
+    t = m.target(
+        f"pacing violations, pacing-bound run ({paced['workers']} workers)",
+        paced["pacing"]["violations"],
+        0,
+        at_least=False,
+    )
+    m.rows.append(
+        Row(
+            f"pacing-bound: {slow.devices} phones x 1 SMS/{slow.each:g} s",
+            f"{fmt(paced['msgs_per_s'])} msgs/s",
+            f"cap {fmt(slow.cap)}; {fmt(100 * paced['pacing']['share_of_pacing_cap_used'])}% of "
+            f"the bound used, worst {fmt(paced['pacing']['worst_excess_msgs'])} msgs",
+            t,
+        )
+    )
     m.notes.append(
         f"{cfg.scale_devices} phones x one SMS per {cfg.scale_each:g} s (pacing cap "
         f"{fmt(cfg.scale_devices / cfg.scale_each)} msgs/s), bursts of "
-        f"{runs[0]['burst']}; {cfg.scale_messages:,} messages per run")
+        f"{runs[0]['burst']}; {cfg.scale_messages:,} messages per run"
+    )
     return m

@@ -34,8 +34,9 @@ def run(cfg: BenchConfig, on_done: Callable[[Measurement], None] | None = None) 
     cfg.log_dir.mkdir(parents=True, exist_ok=True)
     if cfg.profile_dir is not None:
         cfg.profile_dir.mkdir(parents=True, exist_ok=True)
-    results = Results(cfg.to_dict(), {k: info.get(k) for k in
-                                      ("redis_version", "os", "arch_bits", "process_id")})
+    results = Results(
+        cfg.to_dict(), {k: info.get(k) for k in ("redis_version", "os", "arch_bits", "process_id")}
+    )
     for name in cfg.measures:
         load = os.getloadavg()[0]
         start = time.monotonic()

@@ -59,11 +59,17 @@ class GatewayApi:
         self.refusals: Counter[str] = Counter()
         self._count_lock = threading.Lock()
         self._routes: dict[str, Callable[[Request], Answer]] = {
-            "gettoken": self.gettoken, "addsms": self.addsms, "smstosend": self.smstosend,
-            "addalotofsms": self.addalotofsms, "getallsms": self.getallsms,
-            "getsmsstatus": self.getsmsstatus, "getalldevices": self.getalldevices,
-            "getdevicestatus": self.getdevicestatus, "savetag": self.savetag,
-            "savecontact": self.savecontact, "savepaket": self.savepaket,
+            "gettoken": self.gettoken,
+            "addsms": self.addsms,
+            "smstosend": self.smstosend,
+            "addalotofsms": self.addalotofsms,
+            "getallsms": self.getallsms,
+            "getsmsstatus": self.getsmsstatus,
+            "getalldevices": self.getalldevices,
+            "getdevicestatus": self.getdevicestatus,
+            "savetag": self.savetag,
+            "savecontact": self.savecontact,
+            "savepaket": self.savepaket,
         }
 
     @property
@@ -158,8 +164,13 @@ class GatewayApi:
                 raise ApiError(f"Sms {sms_id} not found")
             status = message.status_at(self.engine.now())
         description = STATUS_DESCRIPTIONS.get(status, "Unknown")
-        return {"error": 0, "sms_id": sms_id, "status": status,
-                "status_description": description, "message": "Ok"}
+        return {
+            "error": 0,
+            "sms_id": sms_id,
+            "status": status,
+            "status_description": description,
+            "message": "Ok",
+        }
 
     def getalldevices(self, request: Request) -> Answer:
         """Every device with all documented fields (no ``error`` field, like the real one)."""
@@ -180,9 +191,15 @@ class GatewayApi:
                 raise ApiError(f"Device {device_id} not found")
             now = self.engine.now()
             lastseen = phone.lastseen(now)
-        return {"online": phone.device.online, "error": 0, "message": "OK",
-                "device_id": device_id, "lastseen": date_object(lastseen, self.tz),
-                "diffseconds": int(now - lastseen), "title": phone.device.title}
+        return {
+            "online": phone.device.online,
+            "error": 0,
+            "message": "OK",
+            "device_id": device_id,
+            "lastseen": date_object(lastseen, self.tz),
+            "diffseconds": int(now - lastseen),
+            "title": phone.device.title,
+        }
 
     def savetag(self, request: Request) -> Answer:
         """Create a contact tag."""
@@ -204,7 +221,9 @@ class GatewayApi:
                 raise ApiError(f"Tag {tag_id} not found")
             contact_id = self.engine.next_id("contact")
             self.engine.contacts[contact_id] = {
-                "phone": phone, "tag_id": tag_id, "fullname": fields.get("fullname", "")
+                "phone": phone,
+                "tag_id": tag_id,
+                "fullname": fields.get("fullname", ""),
             }
         return {"error": 0, "contact_id": contact_id, "message": "ok"}
 

@@ -36,8 +36,10 @@ class RawClient:
 
     def post(self, endpoint: str, form: dict[str, Any]) -> bytes:
         body = urlencode(form).encode()
-        head = (f"POST {self.path}{endpoint} HTTP/1.1\r\nHost: sim\r\nContent-Type: {FORM}\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n")
+        head = (
+            f"POST {self.path}{endpoint} HTTP/1.1\r\nHost: sim\r\nContent-Type: {FORM}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
         self.sock.sendall(head.encode() + body)
         length = 0
         while (line := self.reader.readline()) not in (b"\r\n", b""):
@@ -67,7 +69,10 @@ def workloads(token: str) -> dict[str, tuple[str, dict[str, Any], int]]:
         "getsmsstatus": ("getsmsstatus", {"token": token, "sms_id": 1}, 0),
         "addsms": ("addsms", {"token": token, **one}, 1),
         "addalotofsms(500)": (
-            "addalotofsms", {"datajson": json.dumps({"token": token, "smsdata": items})}, 500),
+            "addalotofsms",
+            {"datajson": json.dumps({"token": token, "smsdata": items})},
+            500,
+        ),
     }
 
 

@@ -61,8 +61,14 @@ def banner(sim: Simulator, *, as_json: bool = False) -> str:
 
 
 def run_forever(
-    host: str, port: int, devices: list[SimDevice], *, json_line: bool = False,
-    out: TextIO | None = None, stop_event: threading.Event | None = None, **options: Any,
+    host: str,
+    port: int,
+    devices: list[SimDevice],
+    *,
+    json_line: bool = False,
+    out: TextIO | None = None,
+    stop_event: threading.Event | None = None,
+    **options: Any,
 ) -> None:
     """Serve until SIGINT/SIGTERM (or ``stop_event``), then stop cleanly.
 
@@ -109,8 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 = a free port (printed)")
-    p.add_argument("--device", action="append", type=parse_device, metavar="ID[:REQ[:EACH[:SIMS]]]",
-                   help="a phone; repeatable (default 260:1:0.5 and 261:1:-)")
+    p.add_argument(
+        "--device",
+        action="append",
+        type=parse_device,
+        metavar="ID[:REQ[:EACH[:SIMS]]]",
+        help="a phone; repeatable (default 260:1:0.5 and 261:1:-)",
+    )
     p.add_argument("--email", default="demo@example.com")
     p.add_argument("--password", default="demo-pass")
     p.add_argument("--token", default=None, help="initial token (random when omitted)")
@@ -127,11 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and serve until interrupted; returns the exit status."""
     args = build_parser().parse_args(argv)
-    outcome = OutcomeRule(fail_rate=args.fail_rate, no_report_rate=args.no_report_rate,
-                          report_delay=args.report_delay, seed=args.seed)
+    outcome = OutcomeRule(
+        fail_rate=args.fail_rate,
+        no_report_rate=args.no_report_rate,
+        report_delay=args.report_delay,
+        seed=args.seed,
+    )
     run_forever(
-        args.host, args.port, list(args.device or DEFAULT_DEVICES), json_line=args.json,
-        email=args.email, password=args.password, token=args.token, timezone=args.timezone,
-        max_records=args.max_records, outcome=outcome, seed=args.seed,
+        args.host,
+        args.port,
+        list(args.device or DEFAULT_DEVICES),
+        json_line=args.json,
+        email=args.email,
+        password=args.password,
+        token=args.token,
+        timezone=args.timezone,
+        max_records=args.max_records,
+        outcome=outcome,
+        seed=args.seed,
     )
     return 0

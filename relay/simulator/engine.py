@@ -142,9 +142,7 @@ class Engine:
 
     # --- messages ----------------------------------------------------------------------
 
-    def store(
-        self, drafts: list[Draft], *, endpoint: str, fault: str | None = None
-    ) -> list[int]:
+    def store(self, drafts: list[Draft], *, endpoint: str, fault: str | None = None) -> list[int]:
         """Store ``drafts`` in order under consecutive sms_ids, all from one request."""
         with self.lock:
             now = self.now()
@@ -155,9 +153,15 @@ class Engine:
                 self._next_sms_id += 1
                 request = RequestInfo(request_id, endpoint, draft.fields, fault)
                 message = Message(
-                    sms_id=sms_id, device_id=draft.device_id, sim=draft.sim,
-                    sendto=draft.sendto, body=draft.body, customerid=draft.customerid,
-                    urgent=draft.urgent, timetosend=draft.timetosend, created=now,
+                    sms_id=sms_id,
+                    device_id=draft.device_id,
+                    sim=draft.sim,
+                    sendto=draft.sendto,
+                    body=draft.body,
+                    customerid=draft.customerid,
+                    urgent=draft.urgent,
+                    timetosend=draft.timetosend,
+                    created=now,
                     request=request,
                 )
                 self.messages[sms_id] = message

@@ -95,8 +95,16 @@ class FaultRule:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (``GET /_sim/faults``)."""
         f = self.fault
-        return {"endpoint": f.endpoint, "kind": f.kind, "times": self.times, "rate": self.rate,
-                "delay": f.delay, "status": f.status, "store": f.store, "fired": self.fired}
+        return {
+            "endpoint": f.endpoint,
+            "kind": f.kind,
+            "times": self.times,
+            "rate": self.rate,
+            "delay": f.delay,
+            "status": f.status,
+            "store": f.store,
+            "fired": self.fired,
+        }
 
 
 def make_fault(
@@ -151,8 +159,9 @@ class FaultInjector:
         if rate is not None and not 0.0 <= rate <= 1.0:
             raise ValueError("rate must be between 0 and 1")
         fault = make_fault(endpoint, kind, delay=delay, status=status, store=store)
-        rule = FaultRule(fault, times=1 if times is None and rate is None else times,
-                         rate=rate, seed=self.seed)
+        rule = FaultRule(
+            fault, times=1 if times is None and rate is None else times, rate=rate, seed=self.seed
+        )
         with self._lock:
             self._rules.append(rule)
         return rule

@@ -93,12 +93,12 @@ class Router:
         url = urlsplit(target)
         try:
             if url.path.startswith(GATEWAY_PREFIX):
-                endpoint = url.path[len(GATEWAY_PREFIX):].strip("/").lower()
+                endpoint = url.path[len(GATEWAY_PREFIX) :].strip("/").lower()
                 fields, files = parse_form(url.query, content_type, body)
                 return self.gateway(Request(endpoint, fields, files))
             if url.path.startswith(ADMIN_PREFIX):
                 args = parse_json_or_form(url.query, content_type, body)
-                name = url.path[len(ADMIN_PREFIX):].strip("/")
+                name = url.path[len(ADMIN_PREFIX) :].strip("/")
                 status, data = self.admin.handle(method, name, args)
                 return json_reply(data, status)
         except BadBody as exc:

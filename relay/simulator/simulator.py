@@ -71,8 +71,10 @@ class Simulator:
             raise RuntimeError("simulator already started")
         self._server = SimServer((host, port), self.router)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-            name=f"relay-simulator-{self.port}", daemon=True,
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name=f"relay-simulator-{self.port}",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -92,7 +94,9 @@ class Simulator:
         return self if self._server is not None else self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()
@@ -159,8 +163,11 @@ class Simulator:
     def info(self) -> dict[str, Any]:
         """Where and how to reach this simulator, and its devices."""
         return {
-            "url": self.url, "token": self.token, "email": self.email,
-            "password": self.password, "timezone": self.timezone,
+            "url": self.url,
+            "token": self.token,
+            "email": self.email,
+            "password": self.password,
+            "timezone": self.timezone,
             "devices": [d.to_dict() for d in self.devices()],
         }
 
@@ -184,8 +191,11 @@ class Simulator:
         with self.engine.lock:
             now = self.engine.now()
             return [
-                {**sms_record(m, now, tz), "history": [list(p) for p in m.history_at(now)],
-                 "request_id": m.request.request_id}
+                {
+                    **sms_record(m, now, tz),
+                    "history": [list(p) for p in m.history_at(now)],
+                    "request_id": m.request.request_id,
+                }
                 for m in self.engine.messages.values()
             ]
 
