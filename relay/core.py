@@ -21,14 +21,14 @@ import redis
 from relay.clock import SYSTEM_CLOCK, Clock
 from relay.context import Context
 from relay.errors import NotFoundError
-from relay.producer import DEFAULT_CHUNK, Producer
+from relay.produce.producer import DEFAULT_CHUNK, Producer
+from relay.produce.validation import TimeToSend
 from relay.settings import Settings, load_settings
 from relay.store import Message
-from relay.validation import TimeToSend
 
 if TYPE_CHECKING:
     from relay.gateway import GatewayClient
-    from relay.stats import Stats
+    from relay.results.stats import Stats
 
 
 class Relay:
@@ -109,8 +109,8 @@ class Relay:
         return self.producer.cancel(msg_id)
 
     def stats(self) -> Stats:
-        """Lane depths, states, in-flight and awaiting numbers (see :mod:`relay.stats`)."""
-        from relay.stats import collect
+        """Lane depths, states, in-flight and awaiting numbers (see :mod:`relay.results.stats`)."""
+        from relay.results.stats import collect
 
         return collect(self.ctx)
 

@@ -4,7 +4,7 @@ What runs: a Redis-compatible server (fakeredis's TCP server on a free port, in 
 or the real server named by ``RELAY_REDIS_URL`` in the environment, under a key prefix of
 the demo's own, removed afterwards), the gateway simulator over HTTP with three phones of
 different speeds, real ``relay worker`` processes and a ``relay reconciler`` process (the
-:class:`relay.runner.Runner`, logging to a file), and a load: a bulk campaign spread over
+:class:`relay.run.supervisor.Runner`, logging to a file), and a load: a bulk campaign spread over
 the phones by speed, urgent OTPs arriving while it drains, a few messages scheduled seconds
 ahead, and a few recipients the simulator fails by rule. A live view (``relay stats``)
 follows until every message is final; :class:`DemoSummary` closes it: final states, urgent
@@ -33,7 +33,7 @@ from relay.simulator import LedgerEntry, OutcomeRule, SimDevice, Simulator
 
 if TYPE_CHECKING:
     from relay.core import Relay
-    from relay.stats import Stats
+    from relay.results.stats import Stats
 
 OnUpdate = Callable[["Stats", float], None]
 """Called with the current numbers and the seconds since the load started."""
@@ -261,7 +261,7 @@ class Demo:
 
     def __enter__(self) -> Demo:
         from relay.core import Relay
-        from relay.runner import Runner
+        from relay.run.supervisor import Runner
 
         stack = self._stack.__enter__()
         try:
@@ -310,7 +310,7 @@ class Demo:
 
     def _follow(self, feed: UrgentFeed, on_update: OnUpdate | None, started: float) -> bool:
         """Wait until every message is final (False on timeout), reporting the numbers."""
-        from relay.stats import collect
+        from relay.results.stats import collect
 
         deadline = started + self.config.timeout
         while True:

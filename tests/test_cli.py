@@ -653,7 +653,7 @@ def test_simulator_bad_devices_spec_is_a_usage_error() -> None:
 
 
 def test_children_get_the_parents_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from relay.runner import child_env
+    from relay.run.supervisor import child_env
 
     settings = load_settings(
         redis_url="redis://u:pw@127.0.0.1:1/3",

@@ -12,11 +12,11 @@ from structlog.testing import capture_logs
 from relay.clock import FakeClock
 from relay.context import Context
 from relay.devices import Pace, sync_devices
-from relay.dispatch import TicketRun, run_ticket
-from relay.producer import Producer
+from relay.dispatch.ticket import TicketRun, run_ticket
+from relay.produce.producer import Producer
+from relay.run.worker import fire_timers, run_until_idle
 from relay.simulator import SimDevice, Simulator
 from relay.states import State
-from relay.worker import fire_timers, run_until_idle
 from tests.fixtures.simulator import MakeSimulator
 from tests.fixtures.workers import MakeSettings
 
@@ -291,7 +291,7 @@ def test_a_batch_in_doubt_is_verified_by_the_sweep_and_ends_stored_once(
     ctx = Context.from_settings(relay_settings(sim, verify_grace=0.2, device_overrides={"260": 0}))
     ids = send(ctx, 3)
     sim.faults.add("addalotofsms", fault, times=1)
-    assert run_until_idle(ctx, 60)  # the sweep runs relay.recovery's verification
+    assert run_until_idle(ctx, 60)  # the sweep runs relay.dispatch.recovery's verification
     assert bodies(sim) == ["m0", "m1", "m2"]
     assert states(ctx, ids) == {"submitted": 3}
     ctx.close()
@@ -377,7 +377,7 @@ def test_urgent_is_stored_ahead_of_a_bulk_backlog(live: Context, sim: Simulator)
 def test_a_ticket_hands_over_after_its_batches(
     live: Context, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import relay.dispatch as dispatch
+    import relay.dispatch.ticket as dispatch
 
     live = Context.from_settings(live.settings.model_copy(update={"device_overrides": {"260": 0}}))
     send(live, 30, urgent=kind == "u")

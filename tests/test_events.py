@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from relay.context import Context
-from relay.events import Event, ack, ensure_group, pending_ids, read_events
+from relay.results.events import Event, ack, ensure_group, pending_ids, read_events
 from relay.settings import load_settings
 from relay.states import State
 

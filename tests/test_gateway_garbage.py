@@ -41,15 +41,15 @@ from rq.registry import FailedJobRegistry
 from relay import context as context_module
 from relay.context import Context
 from relay.devices import refresh_if_stale, sync_devices
-from relay.dispatch import run_ticket
+from relay.dispatch.ticket import run_ticket
+from relay.dispatch.tickets import queue as ticket_queue
 from relay.errors import GatewayError
 from relay.gateway import GatewayClient
-from relay.producer import Producer
-from relay.reconciler import Reconciler
+from relay.produce.producer import Producer
+from relay.reconcile.reconciler import Reconciler
 from relay.settings import Settings
 from relay.simulator import OutcomeRule, SimDevice, Simulator
 from relay.states import State
-from relay.tickets import queue as ticket_queue
 from tests.fixtures.simulator import MakeSimulator
 from tests.fixtures.workers import MakeSettings, StartWorkers
 

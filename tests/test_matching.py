@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.gateway.models import SmsRecord
-from relay.matching import (
+from relay.reconcile.matching import (
     Submitted,
     is_same,
     match,

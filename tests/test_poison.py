@@ -20,11 +20,11 @@ from click.testing import CliRunner, Result
 
 from relay.cli.main import cli
 from relay.context import Context
-from relay.producer import Producer
+from relay.produce.producer import Producer
+from relay.run.worker import run_until_idle
 from relay.settings import Settings
 from relay.simulator import SimDevice, Simulator
 from relay.states import State
-from relay.worker import run_until_idle
 from tests.fixtures.simulator import MakeSimulator
 from tests.fixtures.workers import MakeSettings, settings_env
 from tests.test_gateway_garbage import Reply, StubGateway

@@ -12,16 +12,16 @@ import pytest
 import redis
 
 import relay
-import relay.producer
+import relay.produce.producer
 import relay.scripts
 from relay.clock import FakeClock
 from relay.core import Relay
+from relay.dispatch.tickets import TICKET_FUNC, queue
 from relay.errors import ConflictError, NotFoundError, ValidationError
 from relay.ids import ID_LENGTH, id_time_ms
 from relay.keys import Keys
 from relay.settings import load_settings
 from relay.states import State
-from relay.tickets import TICKET_FUNC, queue
 
 PHONE = "+4915752982212"
 
@@ -168,7 +168,7 @@ def test_an_id_that_exists_is_refused_and_replaced(
 ) -> None:
     first = r.send(PHONE, "first", 260)
     made = iter([first, first, "0000000000zzzz"])
-    monkeypatch.setattr(relay.producer, "new_id", lambda now_ms: next(made))
+    monkeypatch.setattr(relay.produce.producer, "new_id", lambda now_ms: next(made))
     second = r.send(PHONE, "second", 260)
     assert second == "0000000000zzzz"
     assert r.status(first).body == "first"
@@ -181,7 +181,9 @@ def test_a_taken_id_in_a_chunk_stores_nothing_until_replaced(
     r: Relay, redis_conn: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = r.send(PHONE, "first", 260)
-    monkeypatch.setattr(relay.producer, "new_ids", lambda now_ms, n: ["0000000000aaaa", first])
+    monkeypatch.setattr(
+        relay.produce.producer, "new_ids", lambda now_ms, n: ["0000000000aaaa", first]
+    )
     calls = count_enqueue(monkeypatch)
     ids = r.send_many([{"sendto": PHONE, "body": f"m{i}", "device_id": 260} for i in range(2)])
     assert ids[0] == "0000000000aaaa" and ids[1] not in (first, ids[0])
@@ -231,9 +233,9 @@ def test_the_second_round_trip_happens_only_when_a_ticket_is_set(
     r: Relay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     enqueued: list[list[Any]] = []
-    real = relay.producer.enqueue_tickets
+    real = relay.produce.producer.enqueue_tickets
     monkeypatch.setattr(
-        relay.producer, "enqueue_tickets", lambda *a: (enqueued.append(a[2]), real(*a))
+        relay.produce.producer, "enqueue_tickets", lambda *a: (enqueued.append(a[2]), real(*a))
     )
     r.send(PHONE, "one", 260)
     r.send(PHONE, "two", 260)

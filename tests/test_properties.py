@@ -2,7 +2,7 @@
 
 ``Relay.send``, ``Relay.send_many``, ``relay send`` and ``relay send --file`` (JSONL and
 CSV) get random messages, each either valid (with the stored form worked out here, not by
-``relay.validation``) or with ONE field spoiled in a way that field must refuse. A spoiled
+``relay.produce.validation``) or with ONE field spoiled in a way that field must refuse. A spoiled
 input must be refused naming that field (the CLI: exit 2, a line naming the field and the
 line number, no traceback) with nothing stored (every key under the prefix compared before
 and after); a valid one must be stored exactly (the record read back and compared). Wild
@@ -36,8 +36,8 @@ from relay.clock import FakeClock
 from relay.core import Relay
 from relay.errors import ValidationError
 from relay.keys import BULK, URGENT, Keys
+from relay.produce.validation import FIELDS, validate
 from relay.settings import load_settings
-from relay.validation import FIELDS, validate
 
 _CHECKS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
 settings.register_profile(
@@ -66,7 +66,7 @@ CLI_OPTION = {
 
 @dataclass(frozen=True)
 class Expect:
-    """The record a valid message must leave, worked out independently of relay.validation."""
+    """The record a valid message must leave, worked out independently of relay's validation."""
 
     sendto: str
     body: str

@@ -25,7 +25,7 @@ import redis
 from relay.clock import SYSTEM_CLOCK, Clock, FakeClock
 from relay.context import Context
 from relay.gateway import GatewayClient, OutgoingSms
-from relay.reconciler import Lease, Reconciler
+from relay.reconcile.reconciler import Lease, Reconciler
 from relay.settings import load_settings
 from relay.simulator import OutcomeRule, SimDevice, Simulator, normalise_phone
 from relay.states import State

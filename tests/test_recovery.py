@@ -13,14 +13,14 @@ import pytest
 
 from relay.clock import FakeClock
 from relay.context import Context, use
-from relay.dispatch import run_ticket
+from relay.dispatch.recovery import MIN_GRACE, recover_inflight, verify_due
+from relay.dispatch.ticket import run_ticket
+from relay.dispatch.tickets import queue
 from relay.errors import OutcomeUnknown
 from relay.keys import BULK, URGENT
-from relay.producer import Producer
-from relay.reconciler import Reconciler
-from relay.recovery import MIN_GRACE, recover_inflight, verify_due
+from relay.produce.producer import Producer
+from relay.reconcile.reconciler import Reconciler
 from relay.states import State
-from relay.tickets import queue
 from tests.fixtures.simulator import MakeSimulator
 from tests.test_reconciler import (
     PHONE,

@@ -12,11 +12,11 @@ import redis
 from relay.clock import FakeClock
 from relay.context import Context
 from relay.core import Relay
+from relay.dispatch.tickets import queue
 from relay.keys import Keys
-from relay.schedule import parse_member, promote_due
+from relay.produce.schedule import parse_member, promote_due
 from relay.settings import load_settings
 from relay.states import State
-from relay.tickets import queue
 
 PHONE = "+4915752982212"
 T0 = 1_800_000_000.0

@@ -1,4 +1,5 @@
-"""``relay.stats.collect`` and the Prometheus metrics against a Redis whose contents we know.
+"""``relay.results.stats.collect`` and the Prometheus metrics against a Redis whose contents
+we know.
 
 Messages go in through the library (``Relay.send``); the later steps a worker and the
 reconciler would take (a claimed batch in flight, a batch being verified, submitted
@@ -22,10 +23,10 @@ from relay.clock import FakeClock
 from relay.context import Context
 from relay.core import Relay
 from relay.keys import BULK, URGENT, Keys
-from relay.metrics import serve
+from relay.results.metrics import serve
+from relay.results.stats import Stats, collect
 from relay.settings import load_settings
 from relay.states import State
-from relay.stats import Stats, collect
 from relay.store import to_ms
 
 T0 = 1_800_000_000.0

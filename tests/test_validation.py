@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from relay.core import Relay
 from relay.errors import ValidationError
+from relay.produce.validation import ValidMessage, check, check_body, validate
 from relay.settings import Settings, load_settings
-from relay.validation import ValidMessage, check, check_body, validate
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 SETTINGS = load_settings(body_max=20)

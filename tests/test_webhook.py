@@ -18,10 +18,8 @@ from structlog.testing import capture_logs
 
 from relay.clock import SYSTEM_CLOCK, Clock, FakeClock
 from relay.context import Context, use
-from relay.events import pending_ids, read_events
-from relay.settings import load_settings
-from relay.states import State
-from relay.webhook import (
+from relay.results.events import pending_ids, read_events
+from relay.results.webhook import (
     GROUP,
     RECLAIM_EVERY_S,
     deliver_events,
@@ -30,7 +28,9 @@ from relay.webhook import (
     sign,
     verify_signature,
 )
-from relay.worker import RelayWorker
+from relay.run.worker import RelayWorker
+from relay.settings import load_settings
+from relay.states import State
 
 SECRET = "webhook-s3cret-value"
 

@@ -17,11 +17,11 @@ import pytest
 from relay.clock import FakeClock
 from relay.context import Context
 from relay.devices import REFRESH_LEASE, sync_devices
-from relay.producer import Producer
+from relay.dispatch.tickets import Arm, enqueue_tickets
+from relay.produce.producer import Producer
+from relay.run.sweep import PROCESS_DEAD_AFTER_S, heartbeat, sweep
+from relay.run.worker import RelayWorker, is_idle, make_worker, run_until_idle
 from relay.simulator import SimDevice, Simulator
-from relay.sweep import PROCESS_DEAD_AFTER_S, heartbeat, sweep
-from relay.tickets import Arm, enqueue_tickets
-from relay.worker import RelayWorker, is_idle, make_worker, run_until_idle
 from tests.fixtures.simulator import MakeSimulator
 from tests.fixtures.workers import MakeSettings, StartWorkers
 

@@ -1,7 +1,7 @@
 """The reconciler: wall time and gateway calls to settle N submitted messages.
 
 A burst worker submits N messages over several zero-delay phones; once the simulator
-reports every one of them delivered, one :class:`relay.reconciler.Reconciler` (in this
+reports every one of them delivered, one :class:`relay.reconcile.reconciler.Reconciler` (in this
 process) runs passes until every message is final in relay. Its time and the
 ``getallsms`` / ``getsmsstatus`` requests the simulator received meanwhile are the result.
 """
@@ -27,7 +27,7 @@ from relay.bench.env import (
 from relay.bench.report import Measurement, Row, fmt
 from relay.context import Context
 from relay.core import Relay
-from relay.reconciler import Reconciler
+from relay.reconcile.reconciler import Reconciler
 
 MAX_PASSES = 20
 WAIT_S = 600.0

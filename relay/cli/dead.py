@@ -20,7 +20,7 @@ from relay.cli.common import EXIT_RUNTIME, EXIT_USAGE, fail, open_context, print
 
 if TYPE_CHECKING:
     from relay.context import Context
-    from relay.dead import DeadMessage, Outcome
+    from relay.results.dead import DeadMessage, Outcome
 
 IDS = click.argument("ids", nargs=-1, metavar="ID...")
 ALL = click.option("--all", "every", is_flag=True, help="Every rejected message.")
@@ -36,7 +36,7 @@ def dead() -> None:
 @click.option("--limit", type=click.IntRange(min=1), help="Show at most this many (oldest first).")
 def list_command(as_json: bool, limit: int | None) -> None:
     """Show rejected messages, oldest first, with the gateway's words."""
-    from relay.dead import count_dead, list_dead
+    from relay.results.dead import count_dead, list_dead
 
     with open_context() as ctx:
         rows = list_dead(ctx, limit)
@@ -71,7 +71,7 @@ def _table(rows: Sequence[DeadMessage], total: int) -> Table:
 @ALL
 def retry_command(ids: tuple[str, ...], every: bool) -> None:
     """Queue rejected messages again, at the head of their lanes, attempts reset."""
-    from relay.dead import retry
+    from relay.results.dead import retry
 
     _run(ids, every, retry)
 
@@ -82,7 +82,7 @@ def retry_command(ids: tuple[str, ...], every: bool) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask before deleting.")
 def purge_command(ids: tuple[str, ...], every: bool, yes: bool) -> None:
     """Delete rejected messages for good."""
-    from relay.dead import purge
+    from relay.results.dead import purge
 
     _run(ids, every, purge, confirm=not yes)
 
@@ -96,7 +96,7 @@ def _run(
 ) -> None:
     if bool(ids) == every:
         raise click.UsageError("give the ids of rejected messages, or --all")
-    from relay.dead import dead_ids
+    from relay.results.dead import dead_ids
 
     with open_context() as ctx:
         chosen = dead_ids(ctx) if every else list(ids)

@@ -50,7 +50,7 @@ def _show_message(message: Message, as_json: bool) -> None:
 @click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
 def stats(as_json: bool, watch: bool) -> None:
     """Lanes per device/SIM (urgent, bulk, scheduled, in flight, awaiting) and totals by state."""
-    from relay.stats import collect
+    from relay.results.stats import collect
 
     if as_json and watch:
         raise click.UsageError("--watch shows a live table; it does not go with --json")

@@ -33,7 +33,7 @@ def _metrics(ctx: Context, port: int | None) -> Iterator[None]:
     if port is None:
         yield
         return
-    from relay.metrics import serve
+    from relay.results.metrics import serve
 
     try:
         server = serve(ctx, port)
@@ -57,7 +57,7 @@ def _metrics(ctx: Context, port: int | None) -> Iterator[None]:
 @METRICS_PORT
 def worker(burst: bool, processes: int, metrics_port: int | None) -> None:
     """Run dispatch workers: RQ workers on the urgent then bulk queue, with the scheduler thread."""
-    from relay.worker import run_worker
+    from relay.run.worker import run_worker
 
     with open_context(quiet=False) as ctx:  # settings and Redis checked: one-line errors
         settings = ctx.settings
@@ -82,8 +82,8 @@ def _port_errors(port: int | None) -> Iterator[None]:
 @METRICS_PORT
 def reconciler(once: bool, metrics_port: int | None) -> None:
     """Follow submitted messages at the gateway and write their statuses back."""
-    from relay.reconciler import Reconciler
-    from relay.runner import stop_on_signals
+    from relay.reconcile.reconciler import Reconciler
+    from relay.run.supervisor import stop_on_signals
 
     with open_context(quiet=False) as ctx:
         rec = Reconciler(ctx)
@@ -122,7 +122,7 @@ def _plain(report: Any) -> Any:
 @METRICS_PORT
 def run(workers: int, until_idle: bool, timeout: float | None, metrics_port: int | None) -> None:
     """Workers, scheduler and reconciler in one command (for a single host, or a demo)."""
-    from relay import runner
+    from relay.run import supervisor as runner
 
     if timeout is not None and not until_idle:
         raise click.UsageError("--timeout goes with --until-idle")

@@ -15,7 +15,7 @@ from relay.states import State
 
 if TYPE_CHECKING:
     from relay.demo import DemoSummary
-    from relay.stats import LaneStats, Stats
+    from relay.results.stats import LaneStats, Stats
 
 STATE_STYLES = {
     State.DELIVERED: "green",

@@ -131,8 +131,8 @@ def _items_from_options(
 def _validate_all(
     settings: Settings, lines: Sequence[tuple[int, Mapping[str, Any] | ValidationError]]
 ) -> tuple[list[tuple[int, Mapping[str, Any]]], list[ValidationError]]:
-    """Every line checked with ``relay.validation.validate``: (valid lines, errors by line)."""
-    from relay.validation import validate
+    """Every line checked with ``validate``: (valid lines, errors by line)."""
+    from relay.produce.validation import validate
 
     now = SYSTEM_CLOCK.now()
     valid: list[tuple[int, Mapping[str, Any]]] = []

@@ -4,7 +4,7 @@ A ticket key (``Keys.ticket(kind, dev, sim)``) is set while a ticket of that kin
 queued in RQ, running, or waiting on a timer; its value is the RQ job id (or ``timer``).
 Whoever sets the key (atomically, in a Lua script, with ``SET NX``) must then enqueue the
 job with :func:`enqueue_tickets`. If the process dies in between, the periodic sweep
-(``relay.recovery``) finds the ticket whose job does not exist and re-arms it.
+(``relay.dispatch.recovery``) finds the ticket whose job does not exist and re-arms it.
 """
 
 from __future__ import annotations

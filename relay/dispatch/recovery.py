@@ -17,7 +17,7 @@ to a lease time, so one process works on it and a dead one's batch comes back):
    but never sent (the worker died before its first transition): they go straight back to
    the head of their lane, no attempt counted;
 2. one ``getallsms`` (narrowed when capped) around the claim time; ``unknown`` messages
-   found there (:mod:`relay.matching`) get their ``sms_id`` and become ``submitted``,
+   found there (:mod:`relay.reconcile.matching`) get their ``sms_id`` and become ``submitted``,
    joining ``pending`` for the reconciler (urgent ones ``urgent-waiting``);
 3. messages not found, once the grace has passed (``RELAY_VERIFY_GRACE`` times the
    device's ``delaybetweenrequest``, at least :data:`MIN_GRACE` s, counted from the moment
@@ -30,7 +30,7 @@ to a lease time, so one process works on it and a dead one's batch comes back):
 
 When the gateway cannot be asked, the batch waits and is checked again later (capped
 backoff): nothing in doubt is ever resubmitted blind. Both functions are safe to call from
-many processes at once (``relay.sweep`` calls them every few seconds).
+many processes at once (``relay.run.sweep`` calls them every few seconds).
 """
 
 from __future__ import annotations
@@ -42,10 +42,11 @@ from typing import Any
 
 from relay import scripts
 from relay.context import Context
+from relay.dispatch.tickets import Arm, enqueue_tickets, new_job_id
 from relay.errors import GatewayError
 from relay.keys import BULK, URGENT
 from relay.log import get_logger
-from relay.matching import (
+from relay.reconcile.matching import (
     Fetch,
     Observation,
     Submitted,
@@ -56,11 +57,10 @@ from relay.matching import (
     phone_key,
     record_matches,
 )
-from relay.reconciler import load_tracked, read_records
+from relay.reconcile.reconciler import load_tracked, read_records
 from relay.states import State
-from relay.tickets import Arm, enqueue_tickets, new_job_id
 
-_log = get_logger("relay.recovery")
+_log = get_logger("relay.dispatch.recovery")
 
 MIN_GRACE = 3.0
 """Fewest seconds after the claim before a batch not found at the gateway is resent."""

@@ -1,6 +1,6 @@
 """One claimed batch: its move to ``submitting``, the ``addalotofsms`` call, and the outcome.
 
-:class:`Submitter` records each outcome in one MULTI (see :mod:`relay.dispatch` for the
+:class:`Submitter` records each outcome in one MULTI (see :mod:`relay.dispatch.ticket` for the
 protocol): stored → ``submitted``; refused → bisect by halving the lane's batch size
 (``cap`` in ``pace:<dev>:<sim>``), or a lone message's attempt; not sent, bad or missing
 credentials, or a failure before sending → back to the head of the lanes
@@ -20,6 +20,7 @@ import redis
 from relay import scripts
 from relay.context import Context
 from relay.devices import Pace
+from relay.dispatch.tickets import Arm, enqueue_tickets, new_job_id
 from relay.errors import (
     ConfigError,
     GatewayAuthError,
@@ -31,9 +32,8 @@ from relay.gateway.models import OutgoingSms
 from relay.keys import BULK, URGENT, LaneKind
 from relay.log import get_logger
 from relay.states import State
-from relay.tickets import Arm, enqueue_tickets, new_job_id
 
-log = get_logger("relay.dispatch")
+log = get_logger("relay.dispatch.ticket")
 
 RECORD_FIELDS = ("sendto", "body", "urgent", "customerid", "attempts")
 """What a request needs from a message record."""

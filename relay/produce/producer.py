@@ -4,7 +4,7 @@
 index, and nothing is stored), then stores it chunk by chunk, each chunk in ONE call of
 ``lua/enqueue.lua`` (records, lanes or schedules, counts, events, idempotency keys and
 the lanes' ticket keys, atomically). Only when that call newly set a ticket key does a
-second round trip enqueue the ticket's RQ job (:func:`relay.tickets.enqueue_tickets`).
+second round trip enqueue the ticket's RQ job (:func:`relay.dispatch.tickets.enqueue_tickets`).
 ``send`` is the same for one message, without the chunk machinery.
 
 ``cancel`` takes a waiting message out of its lane or schedule (``lua/cancel.lua``) and
@@ -18,14 +18,14 @@ from typing import Any
 
 from relay import scripts
 from relay.context import Context
+from relay.dispatch.tickets import Arm, enqueue_tickets
 from relay.errors import ConflictError, NotFoundError, RelayError
 from relay.ids import new_id, new_ids
 from relay.keys import BULK, URGENT, LaneKind
 from relay.log import get_logger
+from relay.produce.validation import TimeToSend, ValidMessage, check, validate
 from relay.states import WAITING_STATES, State
 from relay.store import Message
-from relay.tickets import Arm, enqueue_tickets
-from relay.validation import TimeToSend, ValidMessage, check, validate
 
 log = get_logger(__name__)
 

@@ -11,7 +11,7 @@ call, given back after the device, left to expire if the process dies):
    and of those matched less than ``straggler_after`` seconds ago (nearby submissions share
    one window; a window whose answer counts more records than it holds is split in halves
    until each answer is complete: :func:`fetch_records`);
-3. matches new records to unmatched messages (:mod:`relay.matching`) and records each
+3. matches new records to unmatched messages (:mod:`relay.reconcile.matching`) and records each
    ``sms_id`` once (``lua/match.lua``, which also keeps ``Keys.sms_index(dev)``);
 4. moves messages by status code (6 → ``sent``, 7 → ``delivered``, 8-12/100/101 →
    ``failed``) with ``Store.transition`` from the states that allow it, so a repeat is a no-op;
@@ -46,7 +46,7 @@ from relay import scripts
 from relay.context import Context
 from relay.errors import GatewayError, GatewayRejected
 from relay.log import get_logger
-from relay.matching import (
+from relay.reconcile.matching import (
     Fetch,
     Observation,
     Submitted,
@@ -59,7 +59,7 @@ from relay.matching import (
 from relay.states import FINAL_STATES, STATUS_TITLES, State, state_for_code
 from relay.store import Message
 
-_log = get_logger("relay.reconciler")
+_log = get_logger("relay.reconcile.reconciler")
 
 STRAGGLER_AFTER = 900.0
 """Seconds after submission from which a matched message is checked with getsmsstatus."""

@@ -44,7 +44,7 @@ from relay.context import Context
 from relay.log import get_logger
 from relay.states import FINAL_STATES
 
-_log = get_logger("relay.events")
+_log = get_logger("relay.results.events")
 
 DEFAULT_MIN_IDLE_MS = 60_000
 """Entries unacknowledged this long (ms) are taken over from their consumer."""

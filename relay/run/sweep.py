@@ -9,7 +9,7 @@ Every few seconds each worker's scheduler thread calls :func:`sweep`, which
   the job, and a worker pops a job a moment before it starts it), that failed or stopped,
   or that was started by a worker whose heartbeat in ``Keys.processes`` went silent;
 - forgets processes silent for long, and gives back the leases such dead processes held;
-- calls ``relay.recovery``'s ``recover_inflight`` and ``verify_due`` when that module exists.
+- calls ``relay.dispatch.recovery``'s ``recover_inflight`` and ``verify_due``.
 
 Every re-arm is a compare-and-set on the ticket key (``lua/handoff.lua`` or ``SET NX``), so
 two sweeps never arm the same lane twice; a duplicate job that slips through anyway (the
@@ -28,9 +28,9 @@ from rq import Queue
 from rq.job import Job
 
 from relay import scripts
+from relay.dispatch.tickets import Arm, enqueue_tickets
 from relay.keys import BULK, URGENT, LaneKind
 from relay.log import get_logger
-from relay.tickets import Arm, enqueue_tickets
 
 if TYPE_CHECKING:
     from relay.context import Context
@@ -50,7 +50,7 @@ _suspects: dict[tuple[str, str], tuple[str, float]] = {}
 
 @dataclass
 class SweepReport:
-    """What one sweep did. ``recovered``/``verified`` are None when ``relay.recovery`` is absent."""
+    """What one sweep did. ``recovered``/``verified`` are None when recovery is absent."""
 
     rearmed: list[str] = field(default_factory=list)
     leases_released: list[str] = field(default_factory=list)
@@ -276,9 +276,9 @@ def _release_lease(ctx: Context, key: str, holder: str) -> bool:
 
 
 def _recover(ctx: Context) -> tuple[int | None, int | None]:
-    """``relay.recovery``'s inflight recovery and verification, when the module exists."""
+    """``relay.dispatch.recovery``'s inflight recovery and verification, when the module exists."""
     try:
-        recovery = importlib.import_module("relay.recovery")
+        recovery = importlib.import_module("relay.dispatch.recovery")
     except ImportError:
         return None, None
     recovered: int | None = None

@@ -9,11 +9,11 @@ Each worker process also runs a **scheduler thread** (daemon, its own Redis conn
 gateway client) that every :data:`TICK_S` (sooner when a timer is due sooner):
 
 - pops due ticket timers (``lua/pop_due.lua``) and enqueues their jobs;
-- promotes due scheduled messages (``relay.schedule.promote_due``) and pumps webhooks
-  (``relay.webhook``), when those modules exist;
+- promotes due scheduled messages (``relay.produce.schedule.promote_due``) and pumps webhooks
+  (``relay.results.webhook``), when those modules exist;
 - refreshes the devices when stale (``relay.devices.refresh_if_stale``) and writes this
   process's heartbeat to ``Keys.processes``;
-- every :data:`SWEEP_EVERY_S` runs the sweep (``relay.sweep``).
+- every :data:`SWEEP_EVERY_S` runs the sweep (``relay.run.sweep``).
 
 SIGTERM/SIGINT: RQ's warm shutdown — the running ticket hands its lane over after its
 current batch, then the worker and the scheduler thread stop. Nothing stays ``submitting``.
@@ -40,15 +40,17 @@ from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 
 from relay import context as context_module
-from relay import dispatch, scripts, sweep
+from relay import scripts
 from relay.connection import connect
 from relay.context import Context
 from relay.devices import await_first_sync, refresh_if_stale
+from relay.dispatch import ticket as dispatch
+from relay.dispatch.tickets import Arm, enqueue_tickets
+from relay.dispatch.tickets import queue as ticket_queue
 from relay.keys import BULK, URGENT, Keys
 from relay.log import get_logger
+from relay.run import sweep
 from relay.settings import Settings
-from relay.tickets import Arm, enqueue_tickets
-from relay.tickets import queue as ticket_queue
 
 log = get_logger(__name__)
 
@@ -170,9 +172,9 @@ class Scheduler:
         fired = self._guard("timers", fire_timers, self.ctx)
         if fired is not None and fired[1] is not None:
             wait = max(0.0, min(wait, fired[1]))
-        self._guard("promote", _optional, "relay.schedule", "promote_due", self.ctx)
+        self._guard("promote", _optional, "relay.produce.schedule", "promote_due", self.ctx)
         if self.ctx.settings.webhook_url and self._due("webhooks", WEBHOOK_EVERY_S):
-            self._guard("webhooks", _optional, "relay.webhook", "pump", self.ctx)
+            self._guard("webhooks", _optional, "relay.results.webhook", "pump", self.ctx)
         if self._due("devices", DEVICES_EVERY_S):
             self._guard("devices", refresh_if_stale, self.ctx, owner=self.name)
         if self._due("sweep", SWEEP_EVERY_S) or sweep_now:
@@ -293,7 +295,7 @@ def _work_forever(ctx: Context, settings: Settings) -> None:
 def _serve_metrics(ctx: Context, port: int | None) -> Any:
     if port is None:
         return None
-    from relay.metrics import serve
+    from relay.results.metrics import serve
 
     return serve(ctx, port)
 
@@ -417,7 +419,7 @@ def _stop_all(children: list[multiprocessing.process.BaseProcess]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m relay.worker [--burst] [--processes N] [--metrics-port P]``."""
+    """``python -m relay.run.worker [--burst] [--processes N] [--metrics-port P]``."""
     from relay.settings import load_settings
 
     parser = argparse.ArgumentParser(prog="relay-worker", description=__doc__.splitlines()[0])

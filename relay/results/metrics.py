@@ -1,6 +1,6 @@
 """Prometheus metrics: the numbers of ``relay stats``, read from Redis on every scrape.
 
-A custom collector calls :func:`relay.stats.collect` when Prometheus scrapes, so every
+A custom collector calls :func:`relay.results.stats.collect` when Prometheus scrapes, so every
 process that serves metrics shows the same, current, relay-wide numbers (they live in
 Redis, not in the process). Served by ``relay worker --metrics-port P`` and ``relay
 reconciler --metrics-port P``.
@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 
 from relay.errors import RelayError
 from relay.log import get_logger
-from relay.stats import Stats, collect
+from relay.results.stats import Stats, collect
 
 if TYPE_CHECKING:
     from relay.context import Context
@@ -40,7 +40,7 @@ log = get_logger(__name__)
 
 
 class RelayCollector(Collector):
-    """Turns one :func:`relay.stats.collect` per scrape into gauges."""
+    """Turns one :func:`relay.results.stats.collect` per scrape into gauges."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -60,7 +60,7 @@ class RelayCollector(Collector):
 
 
 def gauges(stats: Stats) -> Iterator[Metric]:
-    """The metric families of one :class:`~relay.stats.Stats`."""
+    """The metric families of one :class:`~relay.results.stats.Stats`."""
     depth = GaugeMetricFamily(
         "relay_lane_depth",
         "Messages waiting per device/SIM and lane.",

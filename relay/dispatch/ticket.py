@@ -1,6 +1,6 @@
 """Dispatch tickets: claim a batch of one device/SIM, submit it, record the outcome, re-arm.
 
-:func:`run_ticket` is the RQ job of every ticket (``relay.tickets.TICKET_FUNC``). One run
+:func:`run_ticket` is the RQ job of every ticket (``relay.dispatch.tickets.TICKET_FUNC``). One run
 loops for at most :data:`LOOP_SECONDS` / :data:`LOOP_BATCHES` batches:
 
 1. ``lua/claim.lua`` pops every urgent id, then bulk ids within the GCRA allowance, and
@@ -18,7 +18,7 @@ loops for at most :data:`LOOP_SECONDS` / :data:`LOOP_BATCHES` batches:
      head of its lanes, pacing given back, the ticket on a capped exponential backoff timer;
    - :class:`OutcomeUnknown` (or any failure once the request went out) → ``unknown``, the
      batch moves from ``inflight`` to ``verify``; nothing in it is sent again until
-     ``relay.recovery`` has looked for it at the gateway.
+     ``relay.dispatch.recovery`` has looked for it at the gateway.
 
 Then, while work may go now, the run loops, or hands its ticket to a fresh job when its
 time is up; when bulk waits for pacing the claim script already put the ticket on
@@ -35,12 +35,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay import scripts
-from relay.batches import Submitter
 from relay.context import Context, current
 from relay.devices import Pace, pace_for
+from relay.dispatch.submit import Submitter
+from relay.dispatch.tickets import Arm, enqueue_tickets
 from relay.keys import BULK, URGENT, LaneKind
 from relay.log import get_logger
-from relay.tickets import Arm, enqueue_tickets
 
 log = get_logger(__name__)
 

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from relay.context import Context
     from relay.gateway.models import SmsRecord
 
-_log = get_logger("relay.matching")
+_log = get_logger("relay.reconcile.matching")
 
 MIN_SUFFIX_DIGITS = 9
 """Fewest digits a national number must keep to agree with an international one by suffix."""

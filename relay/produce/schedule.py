@@ -22,10 +22,10 @@ from typing import Any
 
 from relay import scripts
 from relay.context import Context
+from relay.dispatch.tickets import Arm, enqueue_tickets
 from relay.keys import BULK, URGENT, LaneKind
 from relay.log import get_logger
 from relay.states import State
-from relay.tickets import Arm, enqueue_tickets
 
 log = get_logger(__name__)
 

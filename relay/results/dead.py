@@ -2,9 +2,9 @@
 
 A message ends ``rejected`` when the gateway kept refusing it (``"error":1`` on its own,
 after the dispatcher bisected its batches) or never stored it, ``RELAY_MAX_ATTEMPTS`` times
-(:mod:`relay.dispatch`, :mod:`relay.recovery`). It then joins ``Keys.dead`` (id → ms it was
-rejected), with the gateway's words in its ``error`` field, and its record expires after
-``RELAY_RECORD_TTL`` like every final record.
+(:mod:`relay.dispatch.submit`, :mod:`relay.dispatch.recovery`). It then joins
+``Keys.dead`` (id → ms it was rejected), with the gateway's words in its ``error`` field,
+and its record expires after ``RELAY_RECORD_TTL`` like every final record.
 
 - :func:`list_dead` reads them, oldest first.
 - :func:`retry` moves each back: ``rejected → queued`` through :meth:`Store.transition`
@@ -31,11 +31,11 @@ import redis
 
 from relay import scripts
 from relay.context import Context
+from relay.dispatch.tickets import Arm, enqueue_tickets, new_job_id
 from relay.keys import BULK, URGENT
 from relay.log import get_logger
 from relay.states import State
 from relay.store import Message, from_ms
-from relay.tickets import Arm, enqueue_tickets, new_job_id
 
 log = get_logger(__name__)
 

@@ -7,7 +7,7 @@ the parent's settings in their environment (``RELAY_*``, from :func:`settings_en
 error instead of looping. SIGTERM/SIGINT to the parent stop the children gracefully
 (SIGTERM, then SIGKILL after ``stop_timeout``).
 
-With ``until_idle`` the parent watches :func:`relay.stats.collect` and returns once relay
+With ``until_idle`` the parent watches :func:`relay.results.stats.collect` and returns once relay
 is idle (every message final, nothing queued, scheduled, in flight, being verified or
 awaiting a status), or gives up after ``timeout`` seconds.
 """
@@ -224,7 +224,7 @@ def run(
     ``timeout`` passed first. The children are always stopped before it returns.
     """
     from relay.context import Context
-    from relay.stats import collect
+    from relay.results.stats import collect
 
     stop = stop or threading.Event()
     ctx = Context.from_settings(settings, clock=clock)
@@ -250,7 +250,7 @@ def run(
 def describe_open(settings: Settings) -> str:
     """What keeps relay from idle, in a few words (for the ``--until-idle`` timeout message)."""
     from relay.context import Context
-    from relay.stats import OPEN_STATES, collect
+    from relay.results.stats import OPEN_STATES, collect
 
     ctx = Context.from_settings(settings)
     try:
