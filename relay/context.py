@@ -62,7 +62,7 @@ class Context:
         return self._gateway
 
     def now_ms(self) -> int:
-        return round(self.clock.now() * 1000)
+        return self.clock.now_ms()
 
     def close(self) -> None:
         if self._gateway is not None:
@@ -78,6 +78,13 @@ def use(ctx: Context) -> Context:
     global _current
     _current = ctx
     return ctx
+
+
+def swap(ctx: Context | None) -> Context | None:
+    """Make ``ctx`` this process's context (or none); returns the one it replaces."""
+    global _current
+    previous, _current = _current, ctx
+    return previous
 
 
 def current() -> Context:

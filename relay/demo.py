@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 import redis
 
 from relay.clock import SYSTEM_CLOCK, Clock
-from relay.connection import safe_url
+from relay.connection import delete_prefix, safe_url
 from relay.log import get_logger
 from relay.settings import Settings, load_settings
 from relay.simulator import LedgerEntry, OutcomeRule, SimDevice, Simulator
@@ -382,15 +382,6 @@ def _delete_keys(settings: Settings) -> None:
     """Remove the demo's keys from a real server (its own prefix, and its RQ queues)."""
     conn = redis.Redis.from_url(settings.redis_url)
     try:
-        prefix = settings.key_prefix
-        keys = [
-            *conn.scan_iter(match=f"{prefix}:*", count=1000),
-            *conn.scan_iter(match=f"rq:*{prefix}*", count=1000),
-        ]
-        for i in range(0, len(keys), 500):
-            conn.delete(*keys[i : i + 500])
-        queues = [q for q in conn.smembers("rq:queues") if f":{prefix}-".encode() in q]
-        if queues:
-            conn.srem("rq:queues", *queues)
+        delete_prefix(conn, settings.key_prefix)
     finally:
         conn.close()

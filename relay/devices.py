@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from relay.connection import text
 from relay.errors import RelayError
+from relay.lanes import device_sims
 from relay.log import get_logger
+from relay.processes import Lease, lease_ttl_ms, process_name
 
 if TYPE_CHECKING:
     from relay.context import Context
@@ -38,12 +40,14 @@ CACHE_SECONDS = 1.0
 """How long one process reuses a device's delays read from Redis."""
 REFRESH_LEASE = "devices-refresh"
 """Lease name (``Keys.lease``) held by the one process refreshing the devices."""
+SYNC_FAILED = "sync-failed"
+"""Holds the refresh lease after a failed sync, until the retry is due."""
 RETRY_SECONDS = 30.0
 """After a failed sync, the next attempt waits this long (or ``device_refresh`` if shorter)."""
 ONLINE_MIN_S = 60.0
+"""A device counts as online when it polled within max(this, 3 polls) of the sync."""
 MAX_DELAY_S = 86400.0
 """A gateway delay beyond this (or not finite) is garbage: the defaults apply instead."""
-"""A device counts as online when it polled within max(this, 3 polls) of the sync."""
 
 _cache: dict[tuple[str, int], tuple[float, float | None, float | None]] = {}
 
@@ -103,26 +107,100 @@ def pace_for(ctx: Context, dev: int, sim: int) -> Pace:
 
 
 def _delays(ctx: Context, dev: int) -> tuple[float | None, float | None]:
-    """(delaybetweeneachsms, delaybetweenrequest) of ``dev`` from ``Keys.devices``."""
+    """(delaybetweeneachsms, delaybetweenrequest) of ``dev`` as last synced."""
     now = ctx.clock.now()
     key = (ctx.keys.prefix, dev)
     hit = _cache.get(key)
     if hit is not None and hit[0] > now:
         return hit[1], hit[2]
-    raw = ctx.conn.hget(ctx.keys.devices, str(dev))
-    each, poll = _parse_delays(raw)
+    stored = stored_device(ctx, dev)
+    each, poll = (stored.each, stored.poll) if stored else (None, None)
     _cache[key] = (now + CACHE_SECONDS, each, poll)
     return each, poll
 
 
-def _parse_delays(raw: bytes | str | None) -> tuple[float | None, float | None]:
-    if raw is None:
-        return None, None
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None, None
-    return _number(data.get("delaybetweeneachsms")), _number(data.get("delaybetweenrequest"))
+def poll_delay(ctx: Context, dev: int) -> float:
+    """The device's ``delaybetweenrequest`` as last synced, else the settings' default."""
+    _, poll = _delays(ctx, dev)
+    return poll if poll is not None else ctx.settings.default_poll_interval
+
+
+# --- the stored devices -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredDevice:
+    """A device as the last sync stored it in ``Keys.devices`` (the gateway's JSON fields
+    plus ``online`` as of the sync), read in one place."""
+
+    id: int
+    data: dict[str, Any]
+
+    @classmethod
+    def parse(cls, dev: int, raw: bytes | str | None) -> StoredDevice | None:
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        return cls(dev, data) if isinstance(data, dict) else None
+
+    @property
+    def title(self) -> str | None:
+        title = self.data.get("title")
+        return title if isinstance(title, str) else None
+
+    @property
+    def each(self) -> float | None:
+        """``delaybetweeneachsms`` (None: not given)."""
+        return _number(self.data.get("delaybetweeneachsms"))
+
+    @property
+    def poll(self) -> float | None:
+        """``delaybetweenrequest`` (None: not given)."""
+        return _number(self.data.get("delaybetweenrequest"))
+
+    @property
+    def lastseen(self) -> datetime | None:
+        from relay.gateway.dates import parse_gateway_datetime
+
+        try:
+            seen = parse_gateway_datetime(self.data.get("lastseen"))
+        except ValueError:
+            return None
+        if seen is not None and seen.tzinfo is None:
+            seen = seen.replace(tzinfo=UTC)
+        return seen
+
+    @property
+    def sims(self) -> set[int]:
+        """The SIM slots the phone reports."""
+        slots = self.data.get("siminfo") or []
+        return {int(s["slot"]) for s in slots if isinstance(s, dict) and "slot" in s}
+
+    def online(self, now: float) -> bool | None:
+        """Online as of the sync (its ``online`` flag), else from a recent ``lastseen``."""
+        flag = self.data.get("online")
+        if isinstance(flag, bool):
+            return flag
+        seen = self.lastseen
+        return None if seen is None else is_recent(seen, self.poll, now)
+
+
+def is_recent(seen: datetime, poll: float | None, now: float) -> bool:
+    """Whether a phone last seen at ``seen`` (polling every ``poll`` s) counts as online."""
+    return now - seen.timestamp() <= max(ONLINE_MIN_S, 3 * (poll or 0.0))
+
+
+def stored_device(ctx: Context, dev: int) -> StoredDevice | None:
+    return StoredDevice.parse(dev, ctx.conn.hget(ctx.keys.devices, str(dev)))
+
+
+def stored_devices(ctx: Context) -> dict[int, StoredDevice]:
+    raw: dict[Any, Any] = ctx.conn.hgetall(ctx.keys.devices)
+    devices = (StoredDevice.parse(int(text(k)), v) for k, v in raw.items())
+    return {d.id: d for d in devices if d is not None}
 
 
 def _number(value: Any) -> float | None:
@@ -175,8 +253,7 @@ def _online(device: Device, now: float) -> bool:
         return False
     if seen.tzinfo is None:
         seen = seen.replace(tzinfo=UTC)
-    poll = device.delaybetweenrequest or 0.0
-    return now - seen.timestamp() <= max(ONLINE_MIN_S, 3 * poll)
+    return is_recent(seen, device.delaybetweenrequest, now)
 
 
 def refresh_if_stale(ctx: Context, *, owner: str | None = None) -> bool:
@@ -190,40 +267,51 @@ def refresh_if_stale(ctx: Context, *, owner: str | None = None) -> bool:
     synced = ctx.conn.get(ctx.keys.devices_synced)
     if synced is not None and ctx.now_ms() - int(synced) < settings.device_refresh * 1000:
         return False
-    lease = ctx.keys.lease(REFRESH_LEASE)
-    hold_ms = int(1000 * (settings.gateway_timeout * (settings.gateway_retries + 1) + 10))
-    if not ctx.conn.set(lease, owner or _owner(), nx=True, px=hold_ms):
+    lease = Lease(
+        ctx.conn,
+        ctx.keys.lease(REFRESH_LEASE),
+        owner or process_name("devices"),
+        lease_ttl_ms(settings),
+    )
+    if not lease.hold():
         return False
     try:
         sync_devices(ctx)
     except RelayError as exc:
+        # the lease passes to a placeholder owner nobody is, so no process (this one
+        # included) asks the gateway again before it expires
         retry_ms = int(1000 * min(RETRY_SECONDS, settings.device_refresh))
-        ctx.conn.set(lease, owner or _owner(), xx=True, px=max(1, retry_ms))
+        lease.release()
+        Lease(ctx.conn, lease.key, SYNC_FAILED, retry_ms).hold()
         log.warning("devices.sync_failed", error=str(exc), retry_in_s=retry_ms / 1000)
         return False
-    ctx.conn.delete(lease)
+    lease.release()
     return True
 
 
-def await_first_sync(ctx: Context, *, owner: str | None = None, wait: float = 10.0) -> bool:
+def await_first_sync(
+    ctx: Context,
+    *,
+    owner: str | None = None,
+    wait: float = 10.0,
+    stop: threading.Event | None = None,
+) -> bool:
     """At start-up: sync the devices if stale, or wait up to ``wait`` s for the process that is.
 
     Claiming before the first sync would pace with the defaults. Returns True once the
-    devices were synced at least once (False if the gateway could not be asked in time).
+    devices were synced at least once (False if the gateway could not be asked in time, or
+    ``stop`` was set meanwhile: a stop signal during start-up is heeded).
     """
     deadline = ctx.clock.now() + wait
     while True:
         refresh_if_stale(ctx, owner=owner)
         if ctx.conn.get(ctx.keys.devices_synced) is not None:
             return True
-        if ctx.clock.now() >= deadline:
-            log.warning("devices.not_synced", waited_s=wait)
+        if (stop is not None and stop.is_set()) or ctx.clock.now() >= deadline:
+            if stop is None or not stop.is_set():
+                log.warning("devices.not_synced", waited_s=wait)
             return False
         ctx.clock.sleep(0.1)
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 # --- listing (relay devices) --------------------------------------------------------------
@@ -272,34 +360,26 @@ def list_devices(ctx: Context, sync: bool = True) -> list[DeviceView]:
     """Every device the gateway lists (synced first with ``sync``) or relay has lanes for."""
     if sync:
         sync_devices(ctx)
-    raw = ctx.conn.hgetall(ctx.keys.devices)
-    stored = {int(k): json.loads(v) for k, v in raw.items()}
+    stored = stored_devices(ctx)
     used: dict[int, set[int]] = {}
-    for member in ctx.conn.smembers(ctx.keys.lanes):
-        dev, _, sim = (member.decode() if isinstance(member, bytes) else member).partition(":")
-        if dev.lstrip("-").isdigit() and sim.isdigit():
-            used.setdefault(int(dev), set()).add(int(sim))
+    for pair in device_sims(ctx.conn, ctx.keys):
+        used.setdefault(pair.device, set()).add(pair.sim)
     return [
         _view(ctx, dev, stored.get(dev), used.get(dev, set()))
         for dev in sorted(stored.keys() | used.keys())
     ]
 
 
-def _view(ctx: Context, dev: int, data: dict[str, Any] | None, used: set[int]) -> DeviceView:
-    data = data or {}
-    each = _number(data.get("delaybetweeneachsms"))
-    poll = _number(data.get("delaybetweenrequest"))
-    slots = {
-        int(s["slot"]) for s in data.get("siminfo") or [] if isinstance(s, dict) and "slot" in s
-    }
-    sims = sorted(slots | used) or [0]
-    lastseen = data.get("lastseen")
+def _view(ctx: Context, dev: int, stored: StoredDevice | None, used: set[int]) -> DeviceView:
+    each = stored.each if stored else None
+    poll = stored.poll if stored else None
+    sims = sorted((stored.sims if stored else set()) | used) or [0]
     return DeviceView(
         id=dev,
-        title=data.get("title"),
-        known=bool(data),
-        online=data.get("online") if data else None,
-        lastseen=datetime.fromisoformat(lastseen) if isinstance(lastseen, str) else None,
+        title=stored.title if stored else None,
+        known=stored is not None,
+        online=stored.data.get("online") if stored else None,
+        lastseen=stored.lastseen if stored else None,
         delaybetweeneachsms=each,
         delaybetweenrequest=poll,
         paces={sim: compute_pace(ctx.settings, dev, sim, each, poll) for sim in sims},

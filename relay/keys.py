@@ -1,18 +1,17 @@
 """Every Redis key and RQ queue name relay uses, from one place.
 
 All start with the configured prefix (``RELAY_KEY_PREFIX``, default ``relay``), so several
-relays and test runs share one Redis without touching each other. ``dev`` is a device id,
-``sim`` a SIM slot (0-5), ``lane`` is ``u`` (urgent) or ``b`` (bulk).
+relays and test runs share one Redis without touching each other. A lane is named by a
+:class:`relay.lanes.LaneId` (``u:260:0``), a device/SIM by a :class:`relay.lanes.DeviceSim`
+(``260:0``), a device by its id.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Literal
 
-LaneKind = Literal["u", "b"]
-URGENT: LaneKind = "u"
-BULK: LaneKind = "b"
+from relay.lanes import URGENT, DeviceSim, LaneId, LaneKind
 
 
 @dataclass(frozen=True)
@@ -39,37 +38,38 @@ class Keys:
         return f"{self.prefix}:events"
 
     # --- lanes and scheduling
-    def lane(self, kind: LaneKind, dev: int, sim: int) -> str:
-        """List of message ids waiting for ``dev``/``sim``; head is sent first."""
-        return f"{self.prefix}:lane:{kind}:{dev}:{sim}"
+    def lane(self, lane: LaneId) -> str:
+        """List of message ids waiting in ``lane``; head is sent first."""
+        return f"{self.prefix}:lane:{lane.member}"
 
-    def sched(self, kind: LaneKind, dev: int, sim: int) -> str:
-        """Sorted set: id → due time (ms) of future messages of ``dev``/``sim``."""
-        return f"{self.prefix}:sched:{kind}:{dev}:{sim}"
+    def sched(self, lane: LaneId) -> str:
+        """Sorted set: id → due time (ms) of future messages of ``lane``."""
+        return f"{self.prefix}:sched:{lane.member}"
 
     @property
     def sched_due(self) -> str:
-        """Sorted set: ``kind:dev:sim`` → earliest due time (ms) in that schedule."""
+        """Sorted set: lane member (``kind:dev:sim``) → earliest due time (ms) in its schedule."""
         return f"{self.prefix}:sched-due"
 
     @property
     def lanes(self) -> str:
-        """Set: every ``dev:sim`` that ever held a message (for stats and the sweep)."""
+        """Set: every device/SIM member (``dev:sim``) that ever held a message."""
         return f"{self.prefix}:lanes"
 
     # --- pacing and dispatch
-    def pace(self, dev: int, sim: int) -> str:
-        """Hash: GCRA state of ``dev``/``sim`` (``tat`` ms)."""
-        return f"{self.prefix}:pace:{dev}:{sim}"
+    def pace(self, pair: DeviceSim) -> str:
+        """Hash: pacing of ``pair``: ``tat`` (GCRA, ms), ``cap`` (batch size while bisecting
+        a refusal), ``fails`` (consecutive failed requests, for the backoff)."""
+        return f"{self.prefix}:pace:{pair.member}"
 
-    def ticket(self, kind: LaneKind, dev: int, sim: int) -> str:
-        """String: set while a dispatch ticket of ``kind`` for ``dev``/``sim`` is queued,
-        running or waiting on a timer; its value is the RQ job id (or ``timer``)."""
-        return f"{self.prefix}:ticket:{kind}:{dev}:{sim}"
+    def ticket(self, lane: LaneId) -> str:
+        """String: set while ``lane``'s dispatch ticket is queued, running or waiting on a
+        timer; its value is the RQ job id (or ``timer``)."""
+        return f"{self.prefix}:ticket:{lane.member}"
 
     @property
     def timers(self) -> str:
-        """Sorted set: ``kind:dev:sim`` → time (ms) its ticket may run again."""
+        """Sorted set: lane member → time (ms) its ticket may run again."""
         return f"{self.prefix}:timers"
 
     @property
@@ -84,7 +84,7 @@ class Keys:
 
     # --- batches
     def batch(self, batch_id: str) -> str:
-        """Hash: a claimed batch (dev, sim, ids, claimed_at, worker, state)."""
+        """Hash: a claimed batch (see :class:`relay.dispatch.batch.Batch`)."""
         return f"{self.prefix}:batch:{batch_id}"
 
     @property
@@ -146,3 +146,13 @@ class Keys:
 
     def queue_for(self, kind: LaneKind) -> str:
         return self.urgent_queue if kind == URGENT else self.bulk_queue
+
+    @property
+    def job_tag(self) -> str:
+        """The prefix as RQ job ids may spell it (letters, digits, ``_`` and ``-``)."""
+        return re.sub(r"[^A-Za-z0-9_-]", "_", self.prefix)
+
+    def job_id(self, what: str, token: str) -> str:
+        """An RQ job id of this relay: ``<job_tag>-<what>-<token>`` (so RQ's ``rq:job:``
+        hashes of one relay are found, and cleaned up, by its prefix)."""
+        return f"{self.job_tag}-{what}-{token}"

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Poll periods to wait before a batch not found at the gateway is resent.",
     )
+    verify_min_grace: float = Field(
+        3.0,
+        ge=0,
+        description="Fewest seconds to wait before a batch not found at the gateway is resent.",
+    )
     max_attempts: int = Field(
         5, ge=1, description="Submissions of a message before it ends rejected."
     )
@@ -129,6 +134,12 @@ class Settings(BaseSettings):
     record_ttl: int = Field(604800, gt=0, description="Seconds a final message record is kept.")
 
     # --- processes
+    process_dead_after: float = Field(
+        10.0,
+        gt=1,
+        description="Seconds of silence after which a relay process counts as dead "
+        "(heartbeats come every second).",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool | None = Field(
         None, description="JSON logs; default: JSON unless stderr is a terminal."

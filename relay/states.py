@@ -1,9 +1,12 @@
-"""Message states and how gateway status codes map onto them.
+"""Message states, the moves between them, and how gateway status codes map onto them.
 
 ``scheduled`` → ``queued`` → ``submitting`` → (``unknown`` →) ``submitted`` → ``sent`` →
 ``delivered``, or a final ``failed``, ``rejected``, ``cancelled``, ``expired``.
 ``sent`` is final only once no delivery report came within ``RELAY_DELIVERY_REPORT_WAIT``
 (the record's ``final`` flag says so).
+
+:data:`ALLOWED_FROM` is the whole state machine: every change of state goes through
+:meth:`relay.store.Store.transition`, which refuses a move this table does not allow.
 """
 
 from __future__ import annotations
@@ -35,6 +38,26 @@ ENDING_STATES = FINAL_STATES | {State.SENT}
 WAITING_STATES = frozenset({State.SCHEDULED, State.QUEUED})
 #: States of a message handed (or maybe handed) to the gateway, not yet final.
 AT_GATEWAY_STATES = frozenset({State.SUBMITTING, State.UNKNOWN, State.SUBMITTED, State.SENT})
+
+#: State → the states a message may move to it from (a message is created ``queued`` or
+#: ``scheduled``; nothing moves back to ``scheduled``).
+ALLOWED_FROM: dict[State, frozenset[State]] = {
+    State.SCHEDULED: frozenset(),
+    # promoted when due; claimed but never sent; put back after a refusal, a failed
+    # request or a verification that found nothing; a dead letter retried
+    State.QUEUED: WAITING_STATES | {State.SUBMITTING, State.UNKNOWN, State.REJECTED},
+    State.SUBMITTING: WAITING_STATES,
+    State.UNKNOWN: frozenset({State.SUBMITTING}),
+    State.SUBMITTED: frozenset({State.SUBMITTING, State.UNKNOWN}),
+    # sent -> sent is the move that makes "sent" final once no report came
+    State.SENT: frozenset({State.SUBMITTED, State.SENT}),
+    State.DELIVERED: frozenset({State.SUBMITTED, State.SENT}),
+    State.FAILED: frozenset({State.SUBMITTED, State.SENT}),
+    State.REJECTED: frozenset({State.SUBMITTING, State.UNKNOWN}),
+    State.CANCELLED: WAITING_STATES,
+    # no final code within the status TTL
+    State.EXPIRED: frozenset({State.SUBMITTED}),
+}
 
 #: Gateway status codes (API.md) that end a message as ``failed``.
 FAILED_CODES = frozenset({8, 9, 10, 11, 12, 100, 101})

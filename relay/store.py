@@ -1,10 +1,12 @@
-"""Message records and the one way their state changes (``lua/transition.lua``).
+"""Message records: reading them, and the one way their state changes (``lua/transition.lua``).
 
 A record is a small hash at ``Keys.msg(id)`` with the gateway's field names:
 ``sendto``, ``body``, ``device_id``, ``sim``, ``urgent`` (0/1), ``customerid``, ``timetosend``
-(ms), ``key``; relay's own: ``state``, ``final`` (0/1), ``t_<state>`` (ms of each step),
-``sms_id``, ``status``, ``statustitle``, ``error``, ``attempts``, ``batch``. Empty fields are
-not stored. Times are integer milliseconds since the epoch inside Redis.
+(ms), ``key``; relay's own: ``state``, ``final`` (0/1), ``t_<state>`` (ms of each step's
+first time), ``t_requeued`` (ms of the last return to a lane), ``sms_id``, ``status``,
+``statustitle``, ``error``, ``attempts``, ``batch``, ``checked`` (ms of the last
+``getsmsstatus``). Empty fields are not stored. Times are integer milliseconds since the
+epoch inside Redis.
 """
 
 from __future__ import annotations
@@ -12,31 +14,23 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import redis
 
 from relay import scripts
-from relay.clock import SYSTEM_CLOCK, Clock
+from relay.clock import SYSTEM_CLOCK, Clock, from_ms
+from relay.connection import text
 from relay.keys import Keys
-from relay.states import FINAL_STATES, State
+from relay.lanes import LaneKind, kind_of
+from relay.states import ALLOWED_FROM, FINAL_STATES, State
 
-ANY_OPEN = "*"
-
-
-def to_ms(seconds: float) -> int:
-    return round(seconds * 1000)
-
-
-def from_ms(ms: int | str | bytes) -> datetime:
-    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
-
-
-def _s(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
+AGAIN_FIELD = {State.QUEUED: "t_requeued"}
+"""The time field a state sets when the record holds its ``t_<state>`` already."""
+READ_CHUNK = 1000
+"""Records read per script call (``lua/hashes.lua``, ``lua/records.lua``): Redis is never
+held long by one call, and all the calls of one read go in one round trip."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +56,8 @@ class Message:
     times: dict[str, datetime] = field(default_factory=dict)
 
     @classmethod
-    def from_hash(cls, msg_id: str, raw: Mapping[bytes | str, bytes | str]) -> Message:
-        h = {_s(k): _s(v) for k, v in raw.items()}
+    def from_hash(cls, msg_id: str, raw: Mapping[Any, Any]) -> Message:
+        h = {text(k): text(v) for k, v in raw.items()}
 
         def opt_int(name: str) -> int | None:
             value = h.get(name)
@@ -90,6 +84,11 @@ class Message:
             attempts=opt_int("attempts") or 0,
             times=times,
         )
+
+    @property
+    def kind(self) -> LaneKind:
+        """The kind of lane it waits on (or waited on): urgent or bulk."""
+        return kind_of(self.urgent)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (times as ISO 8601 strings)."""
@@ -134,65 +133,146 @@ class Store:
         self.events_maxlen = events_maxlen
         self.record_ttl = record_ttl
 
-    def now_ms(self) -> int:
-        return to_ms(self.clock.now())
-
     def get(self, msg_id: str) -> Message | None:
         raw = self.conn.hgetall(self.keys.msg(msg_id))
         return Message.from_hash(msg_id, raw) if raw else None
 
     def get_many(self, ids: Sequence[str]) -> list[Message | None]:
-        pipe = self.conn.pipeline(transaction=False)
-        for msg_id in ids:
-            pipe.hgetall(self.keys.msg(msg_id))
+        """The records of ``ids`` (None where gone), in one round trip."""
+        rows = read_records(self.conn, self.keys, ids)
         return [
-            Message.from_hash(i, raw) if raw else None
-            for i, raw in zip(ids, pipe.execute(), strict=True)
+            Message.from_hash(i, raw) if raw else None for i, raw in zip(ids, rows, strict=True)
         ]
 
     def transition(
         self,
         ids: Sequence[str],
         to: State,
-        allowed: Iterable[State] | str,
+        allowed: Iterable[State] | None = None,
         *,
         fields: Mapping[str, Any] | None = None,
         per_message: Sequence[Mapping[str, Any]] | None = None,
         add_index: str = "",
         rem_index: str = "",
         final: bool | None = None,
-        client: redis.Redis | redis.client.Pipeline | None = None,
+        open_only: bool = False,
     ) -> list[str]:
-        """Move ``ids`` whose state is in ``allowed`` (``"*"``: any non-final one) to ``to``.
+        """Move ``ids`` whose state is in ``allowed`` to ``to``; returns the ids that changed.
 
-        Each change sets ``t_<to>``, ``fields`` and the message's ``per_message`` entry,
-        moves the state counts and adds one event to the stream, atomically. ``add_index``
-        / ``rem_index`` name sorted sets each changed id joins (score now) or leaves.
-        Returns the ids that changed (with a pipeline ``client``: queues it, returns []).
+        ``allowed`` defaults to every state :data:`relay.states.ALLOWED_FROM` allows, and
+        must be a part of them; with ``open_only`` a record already marked final is left
+        alone. Each change sets ``t_<to>`` (a return to ``queued`` keeps the first
+        ``t_queued`` and sets ``t_requeued``), ``fields`` and the message's ``per_message``
+        entry, moves the state counts and adds one event to the stream, atomically.
+        ``add_index`` / ``rem_index`` name sorted sets each changed id joins (score now)
+        or leaves.
         """
         if not ids:
             return []
-        allowed_arg = allowed if isinstance(allowed, str) else ",".join(s.value for s in allowed)
-        is_final = (to in FINAL_STATES) if final is None else final
+        keys, args = self._transition_call(
+            ids, to, allowed, fields, per_message, add_index, rem_index, final, open_only
+        )
+        return changed_ids(ids, scripts.call(self.conn, "transition", keys, args))
+
+    def queue_transition(
+        self,
+        pipe: redis.client.Pipeline,
+        ids: Sequence[str],
+        to: State,
+        allowed: Iterable[State] | None = None,
+        *,
+        fields: Mapping[str, Any] | None = None,
+        per_message: Sequence[Mapping[str, Any]] | None = None,
+        add_index: str = "",
+        rem_index: str = "",
+        final: bool | None = None,
+    ) -> scripts.Pending[list[str]]:
+        """:meth:`transition` queued on ``pipe`` (a MULTI with other changes)."""
+        keys, args = self._transition_call(
+            ids, to, allowed, fields, per_message, add_index, rem_index, final, False
+        )
+        ids = list(ids)
+        if not ids:  # nothing to queue: an empty answer
+            return scripts.Pending(None, lambda _: [])
+        return scripts.queue(pipe, "transition", keys, args, lambda a: changed_ids(ids, a))
+
+    def _transition_call(
+        self,
+        ids: Sequence[str],
+        to: State,
+        allowed: Iterable[State] | None,
+        fields: Mapping[str, Any] | None,
+        per_message: Sequence[Mapping[str, Any]] | None,
+        add_index: str,
+        rem_index: str,
+        final: bool | None,
+        open_only: bool,
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of ``lua/transition.lua`` (layout in its header)."""
+        permitted = ALLOWED_FROM[to]
+        states = permitted if allowed is None else frozenset(allowed)
+        if not states <= permitted:
+            wrong = ", ".join(sorted(s.value for s in states - permitted))
+            raise ValueError(f"no message may move from {wrong} to {to.value}")
         if per_message is not None and len(per_message) != len(ids):
             raise ValueError("per_message must have one entry per id")
+        is_final = (to in FINAL_STATES) if final is None else final
         args: list[Any] = [
             to.value,
-            allowed_arg,
-            self.now_ms(),
+            ",".join(sorted(s.value for s in states)),
+            self.clock.now_ms(),
             1 if is_final else 0,
             self.events_maxlen,
             self.record_ttl,
             json.dumps(dict(fields or {})),
             json.dumps([dict(m) for m in per_message]) if per_message is not None else "",
+            1 if open_only else 0,
+            AGAIN_FIELD.get(to, ""),
             *ids,
         ]
         # "no index" is the events key again, never "": ACL key patterns must allow every key
         none = self.keys.events
         keys = [self.keys.counts, none, add_index or none, rem_index or none]
         keys += [self.keys.msg(i) for i in ids]
-        target = client if client is not None else self.conn
-        result = scripts.run(target, "transition", keys, args)
-        if client is not None and client is not self.conn:
-            return []
-        return [i for i, changed in zip(ids, result, strict=True) if changed]
+        return keys, args
+
+
+def changed_ids(ids: Sequence[str], answer: Sequence[Any]) -> list[str]:
+    """The ids a ``transition`` call changed, from its answer (one 0/1 per id)."""
+    return [i for i, changed in zip(ids, answer, strict=True) if int(changed)]
+
+
+def read_records(conn: redis.Redis, keys: Keys, ids: Sequence[str]) -> list[dict[str, str]]:
+    """The whole records of ``ids`` as dicts (``{}`` when gone), in one round trip
+    (``lua/hashes.lua``: one JSON reply per chunk instead of an HGETALL answer per id)."""
+    return _read(conn, keys, ids, "hashes", [])
+
+
+def read_fields(
+    conn: redis.Redis, keys: Keys, ids: Sequence[str], fields: Sequence[str]
+) -> list[list[str | None]]:
+    """``fields`` of each record of ``ids`` (None when missing), in one round trip
+    (``lua/records.lua``)."""
+    return _read(conn, keys, ids, "records", fields)
+
+
+def queue_read_fields(
+    pipe: redis.client.Pipeline, keys: Keys, ids: Sequence[str], fields: Sequence[str]
+) -> scripts.Pending[list[list[str | None]]]:
+    """:func:`read_fields` queued on ``pipe`` (one call for all ``ids``: keep them few)."""
+    if not ids:
+        return scripts.Pending(None, lambda _: [])
+    names = [keys.msg(i) for i in ids]
+    return scripts.queue(pipe, "records", names, list(fields), json.loads)
+
+
+def _read(
+    conn: redis.Redis, keys: Keys, ids: Sequence[str], script: str, fields: Sequence[str]
+) -> list[Any]:
+    if not ids:
+        return []
+    names = [keys.msg(i) for i in ids]
+    pipe = conn.pipeline(transaction=False)
+    for start in range(0, len(names), READ_CHUNK):
+        scripts.queue(pipe, script, names[start : start + READ_CHUNK], list(fields), json.loads)
+    return [row for answer in pipe.execute() for row in json.loads(answer)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from structlog.testing import capture_logs
@@ -15,6 +14,7 @@ from relay.clock import FakeClock
 from relay.context import Context
 from relay.devices import (
     REFRESH_LEASE,
+    SYNC_FAILED,
     Pace,
     await_first_sync,
     compute_pace,
@@ -25,6 +25,7 @@ from relay.devices import (
 )
 from relay.settings import load_settings
 from relay.simulator import SimDevice, Simulator
+from tests.fixtures.context import MakeCtx
 from tests.fixtures.simulator import MakeSimulator
 from tests.fixtures.workers import MakeSettings
 
@@ -67,10 +68,8 @@ def test_unlimited_and_interval_ms() -> None:
 
 
 @pytest.fixture
-def ctx(relay_settings: MakeSettings, simulator: Simulator) -> Iterator[Context]:
-    context = Context.from_settings(relay_settings(simulator, device_refresh=60.0))
-    yield context
-    context.close()
+def ctx(make_ctx: MakeCtx, simulator: Simulator) -> Context:
+    return make_ctx(simulator, device_refresh=60.0)
 
 
 def test_sync_stores_every_device_and_the_time(ctx: Context) -> None:
@@ -150,7 +149,7 @@ def test_a_failed_sync_is_logged_and_retried_later(
     assert [e for e in logs if e["event"] == "devices.sync_failed"]
     assert ctx.conn.get(ctx.keys.devices_synced) is None
     lease = ctx.keys.lease(REFRESH_LEASE)
-    assert ctx.conn.get(lease) == b"me"
+    assert ctx.conn.get(lease) == SYNC_FAILED.encode()  # held for nobody: nobody asks now
     assert 0 < int(ctx.conn.pttl(lease)) <= 30_000  # the next try waits for the lease
     assert refresh_if_stale(ctx, owner="me") is False
     assert sim.stats()["requests"]["getalldevices"] == 1

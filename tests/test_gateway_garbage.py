@@ -45,6 +45,7 @@ from relay.dispatch.ticket import run_ticket
 from relay.dispatch.tickets import queue as ticket_queue
 from relay.errors import GatewayError
 from relay.gateway import GatewayClient
+from relay.lanes import LaneId
 from relay.produce.producer import Producer
 from relay.reconcile.reconciler import Reconciler
 from relay.settings import Settings
@@ -187,7 +188,7 @@ def send(ctx: Context, n: int, tag: str = "m", urgent: bool = False) -> list[str
 def run_lane(ctx: Context, kind: str = "b") -> str:
     """The lane's ticket, run here as the RQ job its key names would run it."""
     context_module.use(ctx)
-    holder = ctx.conn.get(ctx.keys.ticket(kind, DEV, SIM))  # type: ignore[arg-type]
+    holder = ctx.conn.get(ctx.keys.ticket(LaneId(kind, DEV, SIM)))  # type: ignore[arg-type]
     job = holder.decode() if holder else None
     return run_ticket(kind, DEV, SIM, job_id=job)  # type: ignore[arg-type]
 
@@ -308,7 +309,7 @@ def accepted() -> st.SearchStrategy[Reply]:
 
 
 def lane_of(ctx: Context, kind: str = "b") -> list[str]:
-    return [i.decode() for i in ctx.conn.lrange(ctx.keys.lane(kind, DEV, SIM), 0, -1)]
+    return [i.decode() for i in ctx.conn.lrange(ctx.keys.lane(LaneId(kind, DEV, SIM)), 0, -1)]
 
 
 def batches_awaiting_verification(ctx: Context) -> set[str]:

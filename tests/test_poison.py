@@ -3,9 +3,11 @@
 A gateway that refuses one particular message (``{"error":1,"message":...}`` for any batch
 holding its body; this test's :class:`StubGateway` in front of the simulator) must not
 hold up the rest: the dispatcher bisects refused batches, the others go through, and the
-poison ends ``rejected`` with the gateway's words after ``RELAY_MAX_ATTEMPTS`` tries, in
-``Keys.dead``. ``relay dead`` lists it, retries it (queued at the head of its lane,
-attempts reset, ticket armed) and purges it. Both Redis servers.
+poison ends ``rejected`` with the gateway's words after ``RELAY_MAX_ATTEMPTS`` tries (spaced
+by a backoff: the words name nothing wrong with the message, so a later try may pass), in
+``Keys.dead``; words that do name its fault end it at the first try. ``relay dead`` lists
+it, retries it (queued at the head of its lane, attempts reset, ticket armed) and purges it.
+Both Redis servers.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from click.testing import CliRunner, Result
 
 from relay.cli.main import cli
 from relay.context import Context
+from relay.lanes import LaneId
 from relay.produce.producer import Producer
 from relay.run.worker import run_until_idle
 from relay.settings import Settings
@@ -31,18 +34,19 @@ from tests.test_gateway_garbage import Reply, StubGateway
 
 DEV, SIM = 260, 0
 POISON = "Cheap pills, click here"
-WORDS = "Sms text is not allowed by the operator"
+WORDS = "Sms could not be saved, please retry"
+PERMANENT = "Sms text is not allowed by the operator"
 MAX_ATTEMPTS = 3
 KEY = "order-4711"
 
 
-def refuse_poison(endpoint: str, form: Mapping[str, str]) -> Reply | None:
+def refuse_poison(endpoint: str, form: Mapping[str, str], words: str = WORDS) -> Reply | None:
     """The gateway's answer to any batch that holds the poisoned body; others pass through."""
     if endpoint != "addalotofsms":
         return None
     items = json.loads(form.get("datajson", "{}")).get("smsdata", [])
     if any(POISON in str(item.get("body")) for item in items):
-        return Reply.json({"error": 1, "message": WORDS})
+        return Reply.json({"error": 1, "message": words})
     return None
 
 
@@ -125,6 +129,31 @@ def test_a_poison_message_ends_rejected_while_its_batches_go_through(
     assert MAX_ATTEMPTS <= s.refusals() <= MAX_ATTEMPTS + 4
 
 
+def test_a_poison_whose_words_name_its_fault_ends_at_the_first_try(
+    relay_settings: MakeSettings, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator([SimDevice(id=DEV, delaybetweenrequest=0.05, delaybetweeneachsms=0.01)])
+    stub = StubGateway(sim.url, lambda e, f: refuse_poison(e, f, PERMANENT))
+    settings = relay_settings(
+        gateway_url=stub.url,
+        gateway_token=sim.token,
+        batch_max=10,
+        max_attempts=MAX_ATTEMPTS,
+        device_overrides={str(DEV): 0},
+    )
+    s = Setup(Context.from_settings(settings), settings, stub, sim)
+    try:
+        ids = s.send([f"m{i}" for i in range(3)] + [POISON])
+        s.drain()
+        msg = s.ctx.store.get(ids[3])
+        assert msg is not None and msg.state == State.REJECTED
+        assert msg.error == PERMANENT and msg.attempts == 1
+        assert sorted(e.body for e in sim.ledger()) == ["m0", "m1", "m2"]
+    finally:
+        s.ctx.close()
+        stub.stop()
+
+
 def test_relay_dead_lists_the_poison_with_the_gateways_words(
     poisoned: tuple[Setup, list[str], str],
 ) -> None:
@@ -144,9 +173,9 @@ def test_relay_dead_retry_queues_it_at_the_head_with_attempts_reset(
 ) -> None:
     s, _, poison = poisoned
     k = s.ctx.keys
-    assert s.ctx.conn.get(k.ticket("b", DEV, SIM)) is None  # idle: no ticket
+    assert s.ctx.conn.get(k.ticket(LaneId("b", DEV, SIM))) is None  # idle: no ticket
     later = s.send(["after-1", "after-2"])  # queued behind the lane's new ticket
-    s.ctx.conn.delete(k.ticket("b", DEV, SIM))  # ... which the retry must arm again
+    s.ctx.conn.delete(k.ticket(LaneId("b", DEV, SIM)))  # ... which the retry must arm again
     s.ctx.conn.delete(f"rq:queue:{k.bulk_queue}")
     retried = s.relay("dead", "retry", poison)
     assert retried.exit_code == 0, retried.stderr
@@ -156,9 +185,9 @@ def test_relay_dead_retry_queues_it_at_the_head_with_attempts_reset(
     assert msg.attempts == 0 and msg.error is None
     assert s.ctx.conn.ttl(k.msg(poison)) == -1  # kept for good again
     assert s.ctx.conn.zscore(k.dead, poison) is None
-    lane = [i.decode() for i in s.ctx.conn.lrange(k.lane("b", DEV, SIM), 0, -1)]
+    lane = [i.decode() for i in s.ctx.conn.lrange(k.lane(LaneId("b", DEV, SIM)), 0, -1)]
     assert lane == [poison, *later]
-    job = s.ctx.conn.get(k.ticket("b", DEV, SIM))
+    job = s.ctx.conn.get(k.ticket(LaneId("b", DEV, SIM)))
     assert job is not None and s.ctx.conn.lrange(f"rq:queue:{k.bulk_queue}", 0, -1) == [job]
     # the gateway takes it now: it goes out once, before the messages behind it
     s.stub.rule = lambda endpoint, form: None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
@@ -11,36 +10,19 @@ from typing import Any
 import pytest
 import redis
 
-import relay
-import relay.produce.producer
-import relay.scripts
+import relay as package
+from relay import scripts as scripts_module
 from relay.clock import FakeClock
 from relay.core import Relay
 from relay.dispatch.tickets import TICKET_FUNC, queue
 from relay.errors import ConflictError, NotFoundError, ValidationError
 from relay.ids import ID_LENGTH, id_time_ms
 from relay.keys import Keys
-from relay.settings import load_settings
+from relay.lanes import LaneId
+from relay.produce import producer as producer_module
 from relay.states import State
 
 PHONE = "+4915752982212"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(1_800_000_000.0)
-
-
-@pytest.fixture
-def r(redis_url: str, key_prefix: str, clock: FakeClock) -> Iterator[Relay]:
-    rel = Relay(load_settings(redis_url=redis_url, key_prefix=key_prefix), clock=clock)
-    yield rel
-    rel.close()
-
-
-@pytest.fixture
-def keys(key_prefix: str) -> Keys:
-    return Keys(key_prefix)
 
 
 def text(value: bytes | None) -> str | None:
@@ -76,9 +58,9 @@ def counts(conn: redis.Redis, keys: Keys) -> dict[str, int]:
 
 
 def test_send_stores_record_lane_count_and_event(
-    r: Relay, redis_conn: redis.Redis, keys: Keys
+    relay: Relay, redis_conn: redis.Redis, keys: Keys
 ) -> None:
-    msg_id = r.send("+49 157 5298 2212", "Your code is 4711", 260, sim=1)
+    msg_id = relay.send("+49 157 5298 2212", "Your code is 4711", 260, sim=1)
     now_ms = "1800000000000"
     assert hash_of(redis_conn, keys.msg(msg_id)) == {
         "sendto": PHONE,
@@ -91,8 +73,8 @@ def test_send_stores_record_lane_count_and_event(
         "t_queued": now_ms,
         "attempts": "0",
     }
-    assert lane(redis_conn, keys.lane("b", 260, 1)) == [msg_id]
-    assert redis_conn.llen(keys.lane("u", 260, 1)) == 0
+    assert lane(redis_conn, keys.lane(LaneId("b", 260, 1))) == [msg_id]
+    assert redis_conn.llen(keys.lane(LaneId("u", 260, 1))) == 0
     assert redis_conn.smembers(keys.lanes) == {b"260:1"}
     assert counts(redis_conn, keys) == {"queued": 1}
     assert events(redis_conn, keys) == [
@@ -107,15 +89,15 @@ def test_send_stores_record_lane_count_and_event(
             "urgent": "0",
         }
     ]
-    msg = r.status(msg_id)
+    msg = relay.status(msg_id)
     assert (msg.state, msg.sendto, msg.final, msg.attempts) == (State.QUEUED, PHONE, False, 0)
     assert msg.times == {"queued": datetime.fromtimestamp(1_800_000_000, UTC)}
 
 
 def test_optional_fields_are_stored_when_given(
-    r: Relay, redis_conn: redis.Redis, keys: Keys
+    relay: Relay, redis_conn: redis.Redis, keys: Keys
 ) -> None:
-    msg_id = r.send(PHONE, "hi", "261", customerid="77", key="order-1", urgent="true")
+    msg_id = relay.send(PHONE, "hi", "261", customerid="77", key="order-1", urgent="true")
     rec = hash_of(redis_conn, keys.msg(msg_id))
     assert (rec["customerid"], rec["key"], rec["urgent"], rec["device_id"]) == (
         "77",
@@ -124,25 +106,25 @@ def test_optional_fields_are_stored_when_given(
         "261",
     )
     assert events(redis_conn, keys)[0]["customerid"] == "77"
-    assert r.status(msg_id).customerid == 77
+    assert relay.status(msg_id).customerid == 77
 
 
 def test_urgent_messages_go_to_the_urgent_lane(
-    r: Relay, redis_conn: redis.Redis, keys: Keys
+    relay: Relay, redis_conn: redis.Redis, keys: Keys
 ) -> None:
-    bulk = r.send(PHONE, "news", 260)
-    urgent = r.send(PHONE, "code 1234", 260, urgent=True)
-    assert lane(redis_conn, keys.lane("u", 260, 0)) == [urgent]
-    assert lane(redis_conn, keys.lane("b", 260, 0)) == [bulk]
-    assert r.status(urgent).urgent is True
+    bulk = relay.send(PHONE, "news", 260)
+    urgent = relay.send(PHONE, "code 1234", 260, urgent=True)
+    assert lane(redis_conn, keys.lane(LaneId("u", 260, 0))) == [urgent]
+    assert lane(redis_conn, keys.lane(LaneId("b", 260, 0))) == [bulk]
+    assert relay.status(urgent).urgent is True
 
 
-def test_ids_are_short_unique_and_time_ordered(r: Relay, clock: FakeClock) -> None:
+def test_ids_are_short_unique_and_time_ordered(relay: Relay, clock: FakeClock) -> None:
     ids = []
     for _ in range(20):
-        ids.append(r.send(PHONE, "x", 260))
+        ids.append(relay.send(PHONE, "x", 260))
         clock.advance(0.001)
-    ids += r.send_many([{"sendto": PHONE, "body": "x", "device_id": 260}] * 50)
+    ids += relay.send_many([{"sendto": PHONE, "body": "x", "device_id": 260}] * 50)
     assert len(set(ids)) == len(ids) == 70
     assert ids == sorted(ids)
     assert all(len(i) == ID_LENGTH and i.isalnum() for i in ids)
@@ -150,46 +132,44 @@ def test_ids_are_short_unique_and_time_ordered(r: Relay, clock: FakeClock) -> No
 
 
 def test_seeding_the_global_random_does_not_repeat_ids(
-    r: Relay, monkeypatch: pytest.MonkeyPatch
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = count_enqueue(monkeypatch)
     ids = []
     for _ in range(2):  # same clock ms both times: only the random part differs
         random.seed(7)
-        ids.append(r.send(PHONE, "a", 260))
+        ids.append(relay.send(PHONE, "a", 260))
         random.seed(7)
-        ids += r.send_many([{"sendto": PHONE, "body": "b", "device_id": 260}] * 3)
+        ids += relay.send_many([{"sendto": PHONE, "body": "b", "device_id": 260}] * 3)
     assert len(set(ids)) == 8
     assert calls == [1, 3, 1, 3]  # no id was taken, so no call was repeated
 
 
 def test_an_id_that_exists_is_refused_and_replaced(
-    r: Relay, redis_conn: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+    relay: Relay, redis_conn: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = r.send(PHONE, "first", 260)
+    first = relay.send(PHONE, "first", 260)
     made = iter([first, first, "0000000000zzzz"])
-    monkeypatch.setattr(relay.produce.producer, "new_id", lambda now_ms: next(made))
-    second = r.send(PHONE, "second", 260)
+    monkeypatch.setattr(producer_module, "new_id", lambda now_ms: next(made))
+    second = relay.send(PHONE, "second", 260)
     assert second == "0000000000zzzz"
-    assert r.status(first).body == "first"
-    assert r.status(second).body == "second"
-    assert lane(redis_conn, keys.lane("b", 260, 0)) == [first, second]
+    assert relay.status(first).body == "first"
+    assert relay.status(second).body == "second"
+    assert lane(redis_conn, keys.lane(LaneId("b", 260, 0))) == [first, second]
     assert counts(redis_conn, keys) == {"queued": 2}
 
 
 def test_a_taken_id_in_a_chunk_stores_nothing_until_replaced(
-    r: Relay, redis_conn: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+    relay: Relay, redis_conn: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = r.send(PHONE, "first", 260)
-    monkeypatch.setattr(
-        relay.produce.producer, "new_ids", lambda now_ms, n: ["0000000000aaaa", first]
-    )
+    first = relay.send(PHONE, "first", 260)
+    monkeypatch.setattr(producer_module, "new_ids", lambda now_ms, n: ["0000000000aaaa", first])
     calls = count_enqueue(monkeypatch)
-    ids = r.send_many([{"sendto": PHONE, "body": f"m{i}", "device_id": 260} for i in range(2)])
+    ids = relay.send_many([{"sendto": PHONE, "body": f"m{i}", "device_id": 260} for i in range(2)])
     assert ids[0] == "0000000000aaaa" and ids[1] not in (first, ids[0])
     assert len(calls) == 2  # refused whole, then stored with a fresh id
-    assert lane(redis_conn, keys.lane("b", 260, 0)) == [first, *ids]
-    assert [r.status(i).body for i in (first, *ids)] == ["first", "m0", "m1"]
+    assert lane(redis_conn, keys.lane(LaneId("b", 260, 0))) == [first, *ids]
+    assert [relay.status(i).body for i in (first, *ids)] == ["first", "m0", "m1"]
     assert len(events(redis_conn, keys)) == 3
 
 
@@ -197,91 +177,93 @@ def test_a_taken_id_in_a_chunk_stores_nothing_until_replaced(
 
 
 def test_one_ticket_job_per_lane_however_many_sends(
-    r: Relay, redis_conn: redis.Redis, keys: Keys
+    relay: Relay, redis_conn: redis.Redis, keys: Keys
 ) -> None:
     for i in range(5):
-        r.send(PHONE, f"bulk {i}", 260)
-    r.send_many([{"sendto": PHONE, "body": "more", "device_id": 260}] * 3)
+        relay.send(PHONE, f"bulk {i}", 260)
+    relay.send_many([{"sendto": PHONE, "body": "more", "device_id": 260}] * 3)
     bulk = queue(redis_conn, keys, "b")
     assert bulk.count == 1
     job = bulk.jobs[0]
-    assert job.id == text(redis_conn.get(keys.ticket("b", 260, 0)))
+    assert job.id == text(redis_conn.get(keys.ticket(LaneId("b", 260, 0))))
     assert (job.func_name, list(job.args)) == (TICKET_FUNC, ["b", 260, 0])
     assert queue(redis_conn, keys, "u").count == 0
 
-    r.send(PHONE, "urgent", 260, urgent=True)
-    r.send(PHONE, "other device", 261)
+    relay.send(PHONE, "urgent", 260, urgent=True)
+    relay.send(PHONE, "other device", 261)
     assert queue(redis_conn, keys, "u").count == 1
     assert bulk.count == 2
 
 
 def test_a_new_ticket_job_once_the_ticket_key_is_cleared(
-    r: Relay, redis_conn: redis.Redis, keys: Keys
+    relay: Relay, redis_conn: redis.Redis, keys: Keys
 ) -> None:
-    r.send(PHONE, "one", 260)
-    r.send(PHONE, "two", 260)
+    relay.send(PHONE, "one", 260)
+    relay.send(PHONE, "two", 260)
     bulk = queue(redis_conn, keys, "b")
     first_job = bulk.job_ids
     assert len(first_job) == 1
-    redis_conn.delete(keys.ticket("b", 260, 0))  # what a ticket does when its lane is empty
-    r.send(PHONE, "three", 260)
+    redis_conn.delete(keys.ticket(LaneId("b", 260, 0)))  # what a ticket does when its lane is empty
+    relay.send(PHONE, "three", 260)
     assert bulk.count == 2
-    assert text(redis_conn.get(keys.ticket("b", 260, 0))) == bulk.job_ids[1] != first_job[0]
+    assert text(redis_conn.get(keys.ticket(LaneId("b", 260, 0)))) == bulk.job_ids[1] != first_job[0]
 
 
 def test_the_second_round_trip_happens_only_when_a_ticket_is_set(
-    r: Relay, monkeypatch: pytest.MonkeyPatch
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     enqueued: list[list[Any]] = []
-    real = relay.produce.producer.enqueue_tickets
+    real = producer_module.enqueue_tickets
     monkeypatch.setattr(
-        relay.produce.producer, "enqueue_tickets", lambda *a: (enqueued.append(a[2]), real(*a))
+        producer_module, "enqueue_tickets", lambda *a: (enqueued.append(a[2]), real(*a))
     )
-    r.send(PHONE, "one", 260)
-    r.send(PHONE, "two", 260)
-    r.send(PHONE, "later", 261, timetosend=1_800_000_600)
-    assert [[(a.kind, a.dev, a.sim) for a in arms] for arms in enqueued] == [[("b", 260, 0)]]
+    relay.send(PHONE, "one", 260)
+    relay.send(PHONE, "two", 260)
+    relay.send(PHONE, "later", 261, timetosend=1_800_000_600)
+    assert [[a.lane for a in arms] for arms in enqueued] == [[LaneId("b", 260, 0)]]
 
 
 # --- send_many -------------------------------------------------------------------------
 
 
 def count_enqueue(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Wrap ``relay.scripts.run``; the list gets the message count of each enqueue call."""
+    """Wrap ``relay.scripts.call``; the list gets the message count of each enqueue call."""
     calls: list[int] = []
-    real = relay.scripts.run
+    real = scripts_module.call
 
     def counting(client: Any, name: str, keys: Any, args: Any) -> Any:
         if name == "enqueue":
             calls.append(len(args) - 3)
         return real(client, name, keys, args)
 
-    monkeypatch.setattr(relay.scripts, "run", counting)
+    monkeypatch.setattr(scripts_module, "call", counting)
     return calls
 
 
 def test_send_many_makes_one_script_call_per_chunk(
-    r: Relay, redis_conn: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+    relay: Relay, redis_conn: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = count_enqueue(monkeypatch)
     items = [
         {"sendto": f"+49157{i:07d}", "body": f"m{i}", "device_id": 260 + i % 3, "sim": i % 2}
         for i in range(2500)
     ]
-    ids = r.send_many(items, chunk_size=1000)
+    ids = relay.send_many(items, chunk_size=1000)
     assert calls == [1000, 1000, 500]
     assert len(set(ids)) == 2500
-    stored = r.ctx.store.get_many(ids)
+    stored = relay.ctx.store.get_many(ids)
     assert [m.body for m in stored if m] == [f"m{i}" for i in range(2500)]
-    assert lane(redis_conn, keys.lane("b", 261, 1))[:2] == [ids[1], ids[7]]
+    assert lane(redis_conn, keys.lane(LaneId("b", 261, 1)))[:2] == [ids[1], ids[7]]
     assert counts(redis_conn, keys) == {"queued": 2500}
     assert redis_conn.xlen(keys.events) == 2500
     assert redis_conn.scard(keys.lanes) == 6
     assert queue(redis_conn, keys, "b").count == 6
 
 
-def test_send_many_mixes_lanes_and_schedules(r: Relay, redis_conn: redis.Redis, keys: Keys) -> None:
-    ids = r.send_many(
+def test_send_many_mixes_lanes_and_schedules(
+    relay: Relay, redis_conn: redis.Redis, keys: Keys
+) -> None:
+    ids = relay.send_many(
         [
             {"sendto": PHONE, "body": "a", "device_id": 260},
             {"sendto": PHONE, "body": "b", "device_id": 260, "urgent": 1},
@@ -289,9 +271,9 @@ def test_send_many_mixes_lanes_and_schedules(r: Relay, redis_conn: redis.Redis, 
             {"sendto": PHONE, "body": "d", "device_id": 260},
         ]
     )
-    assert lane(redis_conn, keys.lane("b", 260, 0)) == [ids[0], ids[3]]
-    assert lane(redis_conn, keys.lane("u", 260, 0)) == [ids[1]]
-    assert redis_conn.zrange(keys.sched("b", 260, 0), 0, -1) == [ids[2].encode()]
+    assert lane(redis_conn, keys.lane(LaneId("b", 260, 0))) == [ids[0], ids[3]]
+    assert lane(redis_conn, keys.lane(LaneId("u", 260, 0))) == [ids[1]]
+    assert redis_conn.zrange(keys.sched(LaneId("b", 260, 0)), 0, -1) == [ids[2].encode()]
     assert counts(redis_conn, keys) == {"queued": 3, "scheduled": 1}
     assert [e["state"] for e in events(redis_conn, keys)] == ["queued"] * 2 + [
         "scheduled",
@@ -299,34 +281,36 @@ def test_send_many_mixes_lanes_and_schedules(r: Relay, redis_conn: redis.Redis, 
     ]
 
 
-def test_send_many_of_nothing_stores_nothing(r: Relay, redis_conn: redis.Redis, keys: Keys) -> None:
-    assert r.send_many([]) == []
+def test_send_many_of_nothing_stores_nothing(
+    relay: Relay, redis_conn: redis.Redis, keys: Keys
+) -> None:
+    assert relay.send_many([]) == []
     assert redis_conn.exists(keys.counts, keys.events) == 0
     with pytest.raises(ValueError):
-        r.send_many([{"sendto": PHONE, "body": "x", "device_id": 1}], chunk_size=0)
+        relay.send_many([{"sendto": PHONE, "body": "x", "device_id": 1}], chunk_size=0)
 
 
 # --- idempotency -----------------------------------------------------------------------
 
 
 def test_same_key_returns_the_same_id_and_stores_nothing(
-    r: Relay, redis_conn: redis.Redis, keys: Keys
+    relay: Relay, redis_conn: redis.Redis, keys: Keys
 ) -> None:
-    first = r.send(PHONE, "pay 10", 260, key="invoice-9")
+    first = relay.send(PHONE, "pay 10", 260, key="invoice-9")
     before = stored_keys(redis_conn, keys), redis_conn.xlen(keys.events), counts(redis_conn, keys)
-    again = r.send(PHONE, "pay 10 (retry)", 261, urgent=True, key="invoice-9")
+    again = relay.send(PHONE, "pay 10 (retry)", 261, urgent=True, key="invoice-9")
     assert again == first
     after = stored_keys(redis_conn, keys), redis_conn.xlen(keys.events), counts(redis_conn, keys)
     assert after == before
-    assert lane(redis_conn, keys.lane("b", 260, 0)) == [first]
-    assert redis_conn.llen(keys.lane("u", 261, 0)) == 0
-    assert r.status(first).body == "pay 10"
+    assert lane(redis_conn, keys.lane(LaneId("b", 260, 0))) == [first]
+    assert redis_conn.llen(keys.lane(LaneId("u", 261, 0))) == 0
+    assert relay.status(first).body == "pay 10"
     ttl = redis_conn.ttl(keys.idem("invoice-9"))
-    assert r.settings.idempotency_ttl - 5 <= ttl <= r.settings.idempotency_ttl
+    assert relay.settings.idempotency_ttl - 5 <= ttl <= relay.settings.idempotency_ttl
 
 
-def test_same_key_within_one_send_many(r: Relay, redis_conn: redis.Redis, keys: Keys) -> None:
-    ids = r.send_many(
+def test_same_key_within_one_send_many(relay: Relay, redis_conn: redis.Redis, keys: Keys) -> None:
+    ids = relay.send_many(
         [
             {"sendto": PHONE, "body": "a", "device_id": 260, "key": "k"},
             {"sendto": PHONE, "body": "b", "device_id": 260, "key": "other"},
@@ -335,18 +319,22 @@ def test_same_key_within_one_send_many(r: Relay, redis_conn: redis.Redis, keys: 
         ]
     )
     assert ids[2] == ids[0] and len({ids[0], ids[1], ids[3]}) == 3
-    assert lane(redis_conn, keys.lane("b", 260, 0)) == [ids[0], ids[1], ids[3]]
+    assert lane(redis_conn, keys.lane(LaneId("b", 260, 0))) == [ids[0], ids[1], ids[3]]
     assert counts(redis_conn, keys) == {"queued": 3}
-    assert r.send_many([{"sendto": PHONE, "body": "e", "device_id": 1, "key": "other"}]) == [ids[1]]
+    assert relay.send_many([{"sendto": PHONE, "body": "e", "device_id": 1, "key": "other"}]) == [
+        ids[1]
+    ]
 
 
-def test_a_key_is_forgotten_when_it_expires(r: Relay, redis_conn: redis.Redis, keys: Keys) -> None:
-    first = r.send(PHONE, "x", 260, key="once")
+def test_a_key_is_forgotten_when_it_expires(
+    relay: Relay, redis_conn: redis.Redis, keys: Keys
+) -> None:
+    first = relay.send(PHONE, "x", 260, key="once")
     redis_conn.pexpire(keys.idem("once"), 1)
     for _ in range(10_000):
         if not redis_conn.exists(keys.idem("once")):
             break
-    second = r.send(PHONE, "x", 260, key="once")
+    second = relay.send(PHONE, "x", 260, key="once")
     assert second != first
     assert text(redis_conn.get(keys.idem("once"))) == second
     assert counts(redis_conn, keys) == {"queued": 2}
@@ -356,16 +344,16 @@ def test_a_key_is_forgotten_when_it_expires(r: Relay, redis_conn: redis.Redis, k
 
 
 def test_a_future_timetosend_waits_in_the_schedule(
-    r: Relay, redis_conn: redis.Redis, keys: Keys
+    relay: Relay, redis_conn: redis.Redis, keys: Keys
 ) -> None:
-    later = r.send(PHONE, "later", 260, timetosend=1_800_000_600)
-    sooner = r.send(PHONE, "sooner", 260, timetosend=datetime.fromtimestamp(1_800_000_300, UTC))
-    past = r.send(PHONE, "past", 260, timetosend="2020-01-01")
-    assert r.status(later).state == State.SCHEDULED
-    assert r.status(later).timetosend == datetime.fromtimestamp(1_800_000_600, UTC)
-    assert r.status(past).state == State.QUEUED and r.status(past).timetosend is None
-    assert lane(redis_conn, keys.lane("b", 260, 0)) == [past]
-    assert redis_conn.zrange(keys.sched("b", 260, 0), 0, -1, withscores=True) == [
+    later = relay.send(PHONE, "later", 260, timetosend=1_800_000_600)
+    sooner = relay.send(PHONE, "sooner", 260, timetosend=datetime.fromtimestamp(1_800_000_300, UTC))
+    past = relay.send(PHONE, "past", 260, timetosend="2020-01-01")
+    assert relay.status(later).state == State.SCHEDULED
+    assert relay.status(later).timetosend == datetime.fromtimestamp(1_800_000_600, UTC)
+    assert relay.status(past).state == State.QUEUED and relay.status(past).timetosend is None
+    assert lane(redis_conn, keys.lane(LaneId("b", 260, 0))) == [past]
+    assert redis_conn.zrange(keys.sched(LaneId("b", 260, 0)), 0, -1, withscores=True) == [
         (sooner.encode(), 1_800_000_300_000),
         (later.encode(), 1_800_000_600_000),
     ]
@@ -379,12 +367,12 @@ def test_a_future_timetosend_waits_in_the_schedule(
 # --- cancel ----------------------------------------------------------------------------
 
 
-def test_cancel_a_queued_message(r: Relay, redis_conn: redis.Redis, keys: Keys) -> None:
-    keep = r.send(PHONE, "keep", 260, urgent=True)
-    gone = r.send(PHONE, "cancel me", 260, urgent=True, customerid=3)
-    msg = r.cancel(gone)
+def test_cancel_a_queued_message(relay: Relay, redis_conn: redis.Redis, keys: Keys) -> None:
+    keep = relay.send(PHONE, "keep", 260, urgent=True)
+    gone = relay.send(PHONE, "cancel me", 260, urgent=True, customerid=3)
+    msg = relay.cancel(gone)
     assert (msg.state, msg.final) == (State.CANCELLED, True)
-    assert lane(redis_conn, keys.lane("u", 260, 0)) == [keep]
+    assert lane(redis_conn, keys.lane(LaneId("u", 260, 0))) == [keep]
     assert counts(redis_conn, keys) == {"queued": 1, "cancelled": 1}
     last = events(redis_conn, keys)[-1]
     assert (last["id"], last["state"], last["prev"], last["final"]) == (
@@ -396,40 +384,40 @@ def test_cancel_a_queued_message(r: Relay, redis_conn: redis.Redis, keys: Keys) 
     assert redis_conn.ttl(keys.msg(gone)) > 0  # a final record expires
 
 
-def test_cancel_a_scheduled_message(r: Relay, redis_conn: redis.Redis, keys: Keys) -> None:
-    msg_id = r.send(PHONE, "later", 261, sim=1, timetosend=1_800_003_600)
-    assert r.cancel(msg_id).state == State.CANCELLED
-    assert redis_conn.zcard(keys.sched("b", 261, 1)) == 0
+def test_cancel_a_scheduled_message(relay: Relay, redis_conn: redis.Redis, keys: Keys) -> None:
+    msg_id = relay.send(PHONE, "later", 261, sim=1, timetosend=1_800_003_600)
+    assert relay.cancel(msg_id).state == State.CANCELLED
+    assert redis_conn.zcard(keys.sched(LaneId("b", 261, 1))) == 0
     assert counts(redis_conn, keys) == {"cancelled": 1}
 
 
 def test_cancel_after_a_worker_claimed_is_a_conflict(
-    r: Relay, redis_conn: redis.Redis, keys: Keys
+    relay: Relay, redis_conn: redis.Redis, keys: Keys
 ) -> None:
-    msg_id = r.send(PHONE, "claimed", 260)
-    assert text(redis_conn.lpop(keys.lane("b", 260, 0))) == msg_id  # what claim.lua does
+    msg_id = relay.send(PHONE, "claimed", 260)
+    assert text(redis_conn.lpop(keys.lane(LaneId("b", 260, 0)))) == msg_id  # what claim.lua does
     with pytest.raises(ConflictError, match=r"queued.*claimed"):
-        r.cancel(msg_id)
-    assert r.status(msg_id).state == State.QUEUED
+        relay.cancel(msg_id)
+    assert relay.status(msg_id).state == State.QUEUED
     assert counts(redis_conn, keys) == {"queued": 1}
 
 
-def test_cancel_in_a_later_state_is_a_conflict_naming_it(r: Relay) -> None:
-    msg_id = r.send(PHONE, "going", 260)
-    assert r.ctx.store.transition([msg_id], State.SUBMITTING, [State.QUEUED]) == [msg_id]
+def test_cancel_in_a_later_state_is_a_conflict_naming_it(relay: Relay) -> None:
+    msg_id = relay.send(PHONE, "going", 260)
+    assert relay.ctx.store.transition([msg_id], State.SUBMITTING, [State.QUEUED]) == [msg_id]
     with pytest.raises(ConflictError, match="is submitting"):
-        r.cancel(msg_id)
-    other = r.send(PHONE, "twice", 260)
-    r.cancel(other)
+        relay.cancel(msg_id)
+    other = relay.send(PHONE, "twice", 260)
+    relay.cancel(other)
     with pytest.raises(ConflictError, match="is cancelled"):
-        r.cancel(other)
+        relay.cancel(other)
 
 
-def test_cancel_or_status_of_an_unknown_id(r: Relay) -> None:
+def test_cancel_or_status_of_an_unknown_id(relay: Relay) -> None:
     with pytest.raises(NotFoundError):
-        r.cancel("0000000000nope")
+        relay.cancel("0000000000nope")
     with pytest.raises(NotFoundError):
-        r.status("0000000000nope")
+        relay.status("0000000000nope")
 
 
 # --- the facade ------------------------------------------------------------------------
@@ -452,9 +440,9 @@ def test_from_env_and_context_manager(
 
 
 def test_the_package_exports() -> None:
-    assert relay.__version__ == version("relay-sms")
-    assert relay.Relay is Relay
-    for name in relay.__all__:
-        assert hasattr(relay, name), name
-    assert issubclass(relay.ValidationError, relay.RelayError)
-    assert relay.State.QUEUED == "queued"
+    assert package.__version__ == version("relay-sms")
+    assert package.Relay is Relay
+    for name in package.__all__:
+        assert hasattr(package, name), name
+    assert issubclass(package.ValidationError, package.RelayError)
+    assert package.State.QUEUED == "queued"

@@ -35,7 +35,8 @@ from relay.cli.main import cli
 from relay.clock import FakeClock
 from relay.core import Relay
 from relay.errors import ValidationError
-from relay.keys import BULK, URGENT, Keys
+from relay.keys import Keys
+from relay.lanes import BULK, URGENT, LaneId
 from relay.produce.validation import FIELDS, validate
 from relay.settings import load_settings
 
@@ -397,10 +398,10 @@ def assert_stored(
     assert record == want
     kind = URGENT if e.urgent else BULK
     if e.due_ms is None:
-        lane = conn.lrange(keys.lane(kind, e.device_id, e.sim), 0, -1)
+        lane = conn.lrange(keys.lane(LaneId(kind, e.device_id, e.sim)), 0, -1)
         assert msg_id.encode() in lane
     else:
-        assert conn.zscore(keys.sched(kind, e.device_id, e.sim), msg_id) == e.due_ms
+        assert conn.zscore(keys.sched(LaneId(kind, e.device_id, e.sim)), msg_id) == e.due_ms
 
 
 def assert_refused(exc: ValidationError, field: str, index: int | None = None) -> None:

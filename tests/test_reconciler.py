@@ -16,52 +16,26 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pytest
-import redis
-
-from relay.clock import SYSTEM_CLOCK, Clock, FakeClock
+from relay.clock import FakeClock
 from relay.context import Context
-from relay.gateway import GatewayClient, OutgoingSms
-from relay.reconcile.reconciler import Lease, Reconciler
-from relay.settings import load_settings
+from relay.gateway import OutgoingSms
+from relay.processes import Lease
+from relay.reconcile.reconciler import Reconciler
 from relay.simulator import OutcomeRule, SimDevice, Simulator, normalise_phone
 from relay.states import State
+from tests.fixtures.context import MakeCtx
 from tests.fixtures.simulator import MakeSimulator
+from tests.fixtures.waiting import eventually
 
 PHONE = "+4915752982212"
-MakeCtx = Callable[..., Context]
+
 _ids = itertools.count()
 
 
 # --- helpers shared with test_recovery -------------------------------------------------
-
-
-@pytest.fixture
-def make_ctx(redis_url: str, key_prefix: str) -> Iterator[MakeCtx]:
-    """``make_ctx(sim, clock=..., **settings)``: a Context on this test's Redis and prefix."""
-    made: list[Context] = []
-
-    def factory(sim: Simulator, clock: Clock = SYSTEM_CLOCK, **overrides: Any) -> Context:
-        settings = load_settings(
-            redis_url=redis_url,
-            key_prefix=key_prefix,
-            gateway_url=sim.url,
-            gateway_token=sim.token,
-            **overrides,
-        )
-        gateway = GatewayClient(sim.url, token=sim.token, retries=1, backoff_base=0.01, timeout=5)
-        ctx = Context.from_settings(
-            settings, conn=redis.Redis.from_url(redis_url), clock=clock, gateway=gateway
-        )
-        made.append(ctx)
-        return ctx
-
-    yield factory
-    for ctx in made:
-        ctx.close()
 
 
 def put_records(
@@ -259,7 +233,7 @@ def test_a_device_leased_by_another_reconciler_is_left_alone(
     assert (report.busy, report.devices) == (1, 0)
     assert state_of(ctx, ids[0])[0] == State.SUBMITTED
 
-    assert wait_until(lambda: not ctx.conn.exists(ctx.keys.lease("reconcile:260")), timeout=5)
+    eventually(lambda: not ctx.conn.exists(ctx.keys.lease("reconcile:260")), timeout=5)
     assert Reconciler(ctx).run_once().devices == 1
     assert state_of(ctx, ids[0])[0] == State.DELIVERED
     assert not ctx.conn.exists(ctx.keys.lease("reconcile:260")), "given back after the pass"
@@ -365,19 +339,10 @@ def test_gateway_errors_never_kill_a_pass(make_simulator: MakeSimulator, make_ct
         report = reconciler.run_once()
         assert report.errors == 1, kind
         assert state_of(ctx, ids[0])[0] == State.SUBMITTED
-    assert wait_until(lambda: reconciler.run_once() and state_of(ctx, ids[0])[0] == State.DELIVERED)
+    eventually(lambda: reconciler.run_once() and state_of(ctx, ids[0])[0] == State.DELIVERED)
 
 
 # --- several reconcilers, the loop, the process ------------------------------------------
-
-
-def wait_until(check: Callable[[], object], timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.05)
-    return bool(check())
 
 
 def test_several_reconcilers_write_each_change_once(
@@ -411,12 +376,11 @@ def test_several_reconcilers_write_each_change_once(
     for t in threads:
         t.start()
     try:
-        done = wait_until(lambda: all(state_of(ctx, i)[1] for i in ids), timeout=30)
+        eventually(lambda: all(state_of(ctx, i)[1] for i in ids), timeout=30)
     finally:
         stop.set()
         for t in threads:
             t.join()
-    assert done
     events = events_by_message(ctx)
     for msg_id in ids:
         counts = Counter(state for state, _ in events[msg_id])
@@ -436,8 +400,8 @@ def test_urgent_messages_are_followed_between_full_passes(
         time.sleep(0.2)  # the first (full) pass has run; the next is an hour away
         bulk = submit(ctx, [{"sendto": PHONE, "body": "bulk", "device_id": 261}])
         urgent = submit(ctx, [{"sendto": PHONE, "body": "otp", "urgent": True}])
-        assert wait_until(lambda: state_of(ctx, urgent[0])[0] == State.DELIVERED)
-        assert wait_until(lambda: ctx.conn.zcard(ctx.keys.urgent_waiting) == 0)
+        eventually(lambda: state_of(ctx, urgent[0])[0] == State.DELIVERED)
+        eventually(lambda: ctx.conn.zcard(ctx.keys.urgent_waiting) == 0)
     finally:
         stop.set()
         runner.join()
@@ -471,13 +435,12 @@ def test_reconciler_processes_share_devices_and_stop_on_sigterm(
         for _ in range(2)
     ]
     try:
-        done = wait_until(lambda: all(state_of(ctx, i)[0] == State.DELIVERED for i in ids))
-        running = wait_until(lambda: ctx.conn.hlen(ctx.keys.processes) == 2)
+        eventually(lambda: all(state_of(ctx, i)[0] == State.DELIVERED for i in ids))
+        eventually(lambda: ctx.conn.hlen(ctx.keys.processes) == 2)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
         codes = [p.wait(timeout=30) for p in procs]
-    assert done and running
     assert codes == [0, 0]
     for p in procs:
         assert p.stderr is not None and b"Traceback" not in p.stderr.read()

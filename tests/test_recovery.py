@@ -13,30 +13,30 @@ import pytest
 
 from relay.clock import FakeClock
 from relay.context import Context, use
-from relay.dispatch.recovery import MIN_GRACE, recover_inflight, verify_due
+from relay.dispatch.recovery import recover_inflight
 from relay.dispatch.ticket import run_ticket
 from relay.dispatch.tickets import queue
+from relay.dispatch.verify import verify_due
 from relay.errors import OutcomeUnknown
-from relay.keys import BULK, URGENT
+from relay.lanes import BULK, URGENT, LaneId, LaneKind
 from relay.produce.producer import Producer
 from relay.reconcile.reconciler import Reconciler
 from relay.states import State
+from tests.fixtures.context import MakeCtx
 from tests.fixtures.simulator import MakeSimulator
+from tests.fixtures.waiting import eventually
 from tests.test_reconciler import (
     PHONE,
-    MakeCtx,
     claim,
     events_by_message,
-    make_ctx,
     outgoing,
     put_records,
     state_of,
     submit,
-    wait_until,
 )
 
-__all__ = ["make_ctx"]  # the fixture, shared with test_reconciler
-
+MIN_GRACE_S = 3.0
+"""``RELAY_VERIFY_MIN_GRACE`` by default."""
 ITEMS = [{"sendto": PHONE, "body": f"batch {i}", "urgent": i == 0} for i in range(4)]
 
 
@@ -53,8 +53,8 @@ def send_in_doubt(ctx: Context, items: Sequence[dict[str, Any]] = ITEMS) -> tupl
     return bid, ids
 
 
-def lane(ctx: Context, kind: str = BULK, dev: int = 260, sim: int = 0) -> list[str]:
-    return [i.decode() for i in ctx.conn.lrange(ctx.keys.lane(kind, dev, sim), 0, -1)]  # type: ignore[arg-type]
+def lane(ctx: Context, kind: LaneKind = BULK, dev: int = 260, sim: int = 0) -> list[str]:
+    return [i.decode() for i in ctx.conn.lrange(ctx.keys.lane(LaneId(kind, dev, sim)), 0, -1)]
 
 
 def stored_bodies(make_sim_ledger: Any) -> Counter[str]:
@@ -96,7 +96,7 @@ def test_batch_never_stored_goes_back_to_the_lane_head_after_the_grace(
     # grace 4 s: the poll grace (2 x 2 s) and the request's lifetime (1 s time-out + 3 s) agree
     ctx = make_ctx(sim, clock, default_poll_interval=2.0, verify_grace=2.0, gateway_timeout=1.0)
     waiting = put_records(ctx, [{"sendto": PHONE, "body": "behind"}])
-    ctx.conn.rpush(ctx.keys.lane(BULK, 260, 0), *waiting)
+    ctx.conn.rpush(ctx.keys.lane(LaneId(BULK, 260, 0)), *waiting)
     sim.faults.add("addalotofsms", "drop_before")
     bid, ids = send_in_doubt(ctx)
 
@@ -114,7 +114,7 @@ def test_batch_never_stored_goes_back_to_the_lane_head_after_the_grace(
         message = ctx.store.get(msg_id)
         assert message is not None and message.state == State.QUEUED and message.attempts == 1
     for kind in (URGENT, BULK):
-        job_id = ctx.conn.get(ctx.keys.ticket(kind, 260, 0))
+        job_id = ctx.conn.get(ctx.keys.ticket(LaneId(kind, 260, 0)))
         assert job_id is not None and job_id.decode() in queue(ctx.conn, ctx.keys, kind).job_ids
     assert ctx.conn.zcard(ctx.keys.verify) == 0 and not ctx.conn.exists(ctx.keys.batch(bid))
     assert sim.ledger() == []
@@ -131,7 +131,7 @@ def test_grace_counts_from_the_moment_of_doubt(
     bid, ids = send_in_doubt(ctx)
     clock.advance(8)  # the request took its time before it failed
     ctx.conn.hset(ctx.keys.batch(bid), "doubted", ctx.now_ms())
-    clock.advance(MIN_GRACE - 0.5)
+    clock.advance(MIN_GRACE_S - 0.5)
     assert verify_due(ctx) == 0
     assert all(state_of(ctx, i)[0] == State.UNKNOWN for i in ids)
     clock.advance(1)
@@ -148,7 +148,7 @@ def test_without_a_moment_of_doubt_the_grace_outlasts_the_request_time_out(
     sim.faults.add("addalotofsms", "drop_before")
     bid, ids = send_in_doubt(ctx)
     ctx.conn.hdel(ctx.keys.batch(bid), "doubted")
-    clock.advance(MIN_GRACE + 5)  # past the grace, inside the time-out (10 s + 3 s)
+    clock.advance(MIN_GRACE_S + 5)  # past the grace, inside the time-out (10 s + 3 s)
     assert verify_due(ctx) == 0
     assert all(state_of(ctx, i)[0] == State.UNKNOWN for i in ids)
     clock.advance(5.5)
@@ -300,7 +300,7 @@ def test_concurrent_verifiers_settle_each_batch_once(
         send_in_doubt(ctx, [{"sendto": PHONE, "body": f"b{n}-{i}"} for i in range(5)])
         for n in range(6)
     ]
-    clock.advance(MIN_GRACE + 60)
+    clock.advance(MIN_GRACE_S + 60)
     settled: list[int] = []
     contexts = [make_ctx(sim, clock) for _ in range(4)]
     threads = [threading.Thread(target=lambda c=c: settled.append(verify_due(c))) for c in contexts]
@@ -345,7 +345,7 @@ def test_dispatch_outcome_unknown_end_to_end(
         [{"sendto": PHONE, "body": f"e2e {i}", "device_id": 260} for i in range(5)]
     )
     sim.faults.add("addalotofsms", "drop_after")
-    ticket = ctx.conn.get(ctx.keys.ticket(BULK, 260, 0))
+    ticket = ctx.conn.get(ctx.keys.ticket(LaneId(BULK, 260, 0)))
     assert ticket is not None
     run_ticket(BULK, 260, 0, ticket.decode())
     assert all(state_of(ctx, i)[0] == State.UNKNOWN for i in ids)
@@ -354,7 +354,7 @@ def test_dispatch_outcome_unknown_end_to_end(
     ctx.conn.zadd(ctx.keys.verify, {ctx.conn.zrange(ctx.keys.verify, 0, 0)[0]: 0})  # due now
     assert verify_due(ctx) == 1
     reconciler = Reconciler(ctx)
-    assert wait_until(
+    eventually(
         lambda: reconciler.run_once() and all(state_of(ctx, i)[0] == State.DELIVERED for i in ids)
     )
     assert sorted(Counter(e.body for e in sim.ledger()).values()) == [1] * 5

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 
-import pytest
 import redis
 
 from relay.clock import FakeClock
@@ -14,29 +12,13 @@ from relay.context import Context
 from relay.core import Relay
 from relay.dispatch.tickets import queue
 from relay.keys import Keys
-from relay.produce.schedule import parse_member, promote_due
+from relay.lanes import LaneId
+from relay.produce.schedule import promote_due
 from relay.settings import load_settings
 from relay.states import State
+from tests.fixtures.context import T0
 
 PHONE = "+4915752982212"
-T0 = 1_800_000_000.0
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def r(redis_url: str, key_prefix: str, clock: FakeClock) -> Iterator[Relay]:
-    rel = Relay(load_settings(redis_url=redis_url, key_prefix=key_prefix), clock=clock)
-    yield rel
-    rel.close()
-
-
-@pytest.fixture
-def keys(key_prefix: str) -> Keys:
-    return Keys(key_prefix)
 
 
 def lane(conn: redis.Redis, key: str) -> list[str]:
@@ -47,111 +29,120 @@ def states(conn: redis.Redis, keys: Keys) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in conn.hgetall(keys.counts).items() if int(v)}
 
 
-def test_nothing_moves_before_its_time(r: Relay, redis_conn: redis.Redis, keys: Keys) -> None:
-    msg_id = r.send(PHONE, "later", 260, timetosend=T0 + 60)
-    assert promote_due(r.ctx) == 0
-    r.ctx.clock.advance(59.999)  # type: ignore[attr-defined]
-    assert promote_due(r.ctx) == 0
-    assert r.status(msg_id).state == State.SCHEDULED
-    assert redis_conn.llen(keys.lane("b", 260, 0)) == 0
+def test_nothing_moves_before_its_time(
+    relay: Relay, clock: FakeClock, redis_conn: redis.Redis, keys: Keys
+) -> None:
+    msg_id = relay.send(PHONE, "later", 260, timetosend=T0 + 60)
+    assert promote_due(relay.ctx) == 0
+    clock.advance(59.999)
+    assert promote_due(relay.ctx) == 0
+    assert relay.status(msg_id).state == State.SCHEDULED
+    assert redis_conn.llen(keys.lane(LaneId("b", 260, 0))) == 0
     assert queue(redis_conn, keys, "b").count == 0
 
 
 def test_a_due_message_is_queued_in_its_lane_with_a_ticket(
-    r: Relay, clock: FakeClock, redis_conn: redis.Redis, keys: Keys
+    relay: Relay, clock: FakeClock, redis_conn: redis.Redis, keys: Keys
 ) -> None:
-    now = r.send(PHONE, "now", 260, urgent=True)
-    later = r.send(PHONE, "later", 260, urgent=True, timetosend=T0 + 60)
-    redis_conn.delete(keys.ticket("u", 260, 0))  # the first message's ticket has run
+    now = relay.send(PHONE, "now", 260, urgent=True)
+    later = relay.send(PHONE, "later", 260, urgent=True, timetosend=T0 + 60)
+    redis_conn.delete(keys.ticket(LaneId("u", 260, 0)))  # the first message's ticket has run
     clock.advance(61)
-    assert promote_due(r.ctx) == 1
-    msg = r.status(later)
+    assert promote_due(relay.ctx) == 1
+    msg = relay.status(later)
     assert msg.state == State.QUEUED
     assert set(msg.times) == {"scheduled", "queued"}
-    assert lane(redis_conn, keys.lane("u", 260, 0)) == [now, later]
-    assert redis_conn.zcard(keys.sched("u", 260, 0)) == 0
+    assert lane(redis_conn, keys.lane(LaneId("u", 260, 0))) == [now, later]
+    assert redis_conn.zcard(keys.sched(LaneId("u", 260, 0))) == 0
     assert redis_conn.zcard(keys.sched_due) == 0
     urgent = queue(redis_conn, keys, "u")
     assert urgent.count == 2
-    assert redis_conn.get(keys.ticket("u", 260, 0)) == urgent.job_ids[-1].encode()
+    assert redis_conn.get(keys.ticket(LaneId("u", 260, 0))) == urgent.job_ids[-1].encode()
     assert states(redis_conn, keys) == {"queued": 2}
     last = redis_conn.xrange(keys.events)[-1][1]
     assert (last[b"id"], last[b"state"], last[b"prev"]) == (later.encode(), b"queued", b"scheduled")
-    assert promote_due(r.ctx) == 0
+    assert promote_due(relay.ctx) == 0
 
 
 def test_due_messages_join_in_due_order_and_sched_due_follows(
-    r: Relay, clock: FakeClock, redis_conn: redis.Redis, keys: Keys
+    relay: Relay, clock: FakeClock, redis_conn: redis.Redis, keys: Keys
 ) -> None:
-    ids = {due: r.send(PHONE, f"at {due}", 261, sim=1, timetosend=T0 + due) for due in (30, 10, 20)}
-    last = r.send(PHONE, "much later", 261, sim=1, timetosend=T0 + 100)
+    ids = {
+        due: relay.send(PHONE, f"at {due}", 261, sim=1, timetosend=T0 + due) for due in (30, 10, 20)
+    }
+    last = relay.send(PHONE, "much later", 261, sim=1, timetosend=T0 + 100)
     assert redis_conn.zscore(keys.sched_due, "b:261:1") == (T0 + 10) * 1000
     clock.advance(40)
-    assert promote_due(r.ctx) == 3
-    assert lane(redis_conn, keys.lane("b", 261, 1)) == [ids[10], ids[20], ids[30]]
+    assert promote_due(relay.ctx) == 3
+    assert lane(redis_conn, keys.lane(LaneId("b", 261, 1))) == [ids[10], ids[20], ids[30]]
     assert redis_conn.zscore(keys.sched_due, "b:261:1") == (T0 + 100) * 1000
-    assert r.status(last).state == State.SCHEDULED
+    assert relay.status(last).state == State.SCHEDULED
     assert states(redis_conn, keys) == {"queued": 3, "scheduled": 1}
 
 
 def test_limit_caps_one_call(
-    r: Relay, clock: FakeClock, redis_conn: redis.Redis, keys: Keys
+    relay: Relay, clock: FakeClock, redis_conn: redis.Redis, keys: Keys
 ) -> None:
-    r.send_many(
+    relay.send_many(
         [
             {"sendto": PHONE, "body": str(i), "device_id": 260 + i % 2, "timetosend": T0 + 1 + i}
             for i in range(5)
         ]
     )
     clock.advance(10)
-    assert promote_due(r.ctx, limit=2) == 2
-    assert promote_due(r.ctx, limit=2) == 2
-    assert promote_due(r.ctx, limit=2) == 1
-    assert promote_due(r.ctx, limit=2) == 0
+    assert promote_due(relay.ctx, limit=2) == 2
+    assert promote_due(relay.ctx, limit=2) == 2
+    assert promote_due(relay.ctx, limit=2) == 1
+    assert promote_due(relay.ctx, limit=2) == 0
     assert states(redis_conn, keys) == {"queued": 5}
     assert redis_conn.zcard(keys.sched_due) == 0
 
 
 def test_a_running_ticket_is_not_armed_again(
-    r: Relay, clock: FakeClock, redis_conn: redis.Redis, keys: Keys
+    relay: Relay, clock: FakeClock, redis_conn: redis.Redis, keys: Keys
 ) -> None:
-    r.send(PHONE, "now", 260)  # arms the bulk ticket, still "running"
-    r.send(PHONE, "later", 260, timetosend=T0 + 5)
+    relay.send(PHONE, "now", 260)  # arms the bulk ticket, still "running"
+    relay.send(PHONE, "later", 260, timetosend=T0 + 5)
     clock.advance(5)
-    assert promote_due(r.ctx) == 1
+    assert promote_due(relay.ctx) == 1
     assert queue(redis_conn, keys, "b").count == 1
-    assert redis_conn.llen(keys.lane("b", 260, 0)) == 2
+    assert redis_conn.llen(keys.lane(LaneId("b", 260, 0))) == 2
 
 
 def test_a_cancelled_message_is_not_promoted_and_the_schedule_heals(
-    r: Relay, clock: FakeClock, redis_conn: redis.Redis, keys: Keys
+    relay: Relay, clock: FakeClock, redis_conn: redis.Redis, keys: Keys
 ) -> None:
-    first = r.send(PHONE, "first", 260, timetosend=T0 + 10)
-    second = r.send(PHONE, "second", 260, timetosend=T0 + 50)
-    r.cancel(first)
+    first = relay.send(PHONE, "first", 260, timetosend=T0 + 10)
+    second = relay.send(PHONE, "second", 260, timetosend=T0 + 50)
+    relay.cancel(first)
     clock.advance(20)
-    assert promote_due(r.ctx) == 0  # sched-due still said T0+10: corrected now
+    assert promote_due(relay.ctx) == 0  # sched-due still said T0+10: corrected now
     assert redis_conn.zscore(keys.sched_due, "b:260:0") == (T0 + 50) * 1000
-    assert redis_conn.llen(keys.lane("b", 260, 0)) == 0
-    assert r.status(first).state == State.CANCELLED
+    assert redis_conn.llen(keys.lane(LaneId("b", 260, 0))) == 0
+    assert relay.status(first).state == State.CANCELLED
     clock.advance(30)
-    assert promote_due(r.ctx) == 1
-    assert lane(redis_conn, keys.lane("b", 260, 0)) == [second]
+    assert promote_due(relay.ctx) == 1
+    assert lane(redis_conn, keys.lane(LaneId("b", 260, 0))) == [second]
     assert states(redis_conn, keys) == {"cancelled": 1, "queued": 1}
 
 
 def test_malformed_sched_due_members_are_dropped(
-    r: Relay, redis_conn: redis.Redis, keys: Keys
+    relay: Relay, redis_conn: redis.Redis, keys: Keys
 ) -> None:
     redis_conn.zadd(keys.sched_due, {"x:1:0": 1, "b:one:0": 1, "b:260": 1})
-    assert promote_due(r.ctx) == 0
+    assert promote_due(relay.ctx) == 0
     assert redis_conn.zcard(keys.sched_due) == 0
-    assert parse_member(b"u:260:1") == ("u", 260, 1)
-    assert parse_member("b:260:x") is None
+    assert LaneId.parse(b"u:260:1") == LaneId("u", 260, 1)
+    assert LaneId.parse("b:260:x") is None
 
 
 def test_concurrent_promoters_never_duplicate(
-    r: Relay, clock: FakeClock, redis_url: str, key_prefix: str, redis_conn: redis.Redis, keys: Keys
+    relay: Relay,
+    clock: FakeClock,
+    redis_url: str,
+    key_prefix: str,
+    redis_conn: redis.Redis,
+    keys: Keys,
 ) -> None:
     items = [
         {
@@ -163,7 +154,7 @@ def test_concurrent_promoters_never_duplicate(
         }
         for i in range(600)
     ]
-    ids = r.send_many(items)
+    ids = relay.send_many(items)
     clock.advance(10)
     settings = load_settings(redis_url=redis_url, key_prefix=key_prefix)
     ctxs = [Context.from_settings(settings, clock=clock) for _ in range(4)]
@@ -189,7 +180,7 @@ def test_concurrent_promoters_never_duplicate(
     in_lanes: Counter[str] = Counter()
     for dev in (260, 261, 262):
         for kind in ("u", "b"):
-            in_lanes.update(lane(redis_conn, keys.lane(kind, dev, 0)))
+            in_lanes.update(lane(redis_conn, keys.lane(LaneId(kind, dev, 0))))
     assert in_lanes == Counter(ids)
     assert states(redis_conn, keys) == {"queued": 600}
     queued_events = Counter(

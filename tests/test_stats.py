@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,28 +18,16 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.clock import FakeClock
+from relay.clock import FakeClock, to_ms
 from relay.context import Context
 from relay.core import Relay
-from relay.keys import BULK, URGENT, Keys
+from relay.keys import Keys
+from relay.lanes import BULK, URGENT, DeviceSim, LaneId, LaneKind
 from relay.results.metrics import serve
 from relay.results.stats import Stats, collect
 from relay.settings import load_settings
 from relay.states import State
-from relay.store import to_ms
-
-T0 = 1_800_000_000.0
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def relay(redis_url: str, key_prefix: str, clock: FakeClock) -> Iterator[Relay]:
-    with Relay(load_settings(redis_url=redis_url, key_prefix=key_prefix), clock=clock) as r:
-        yield r
+from tests.fixtures.context import T0
 
 
 def send(relay: Relay, n: int, dev: int, sim: int, **kw: Any) -> list[str]:
@@ -58,10 +45,12 @@ def send(relay: Relay, n: int, dev: int, sim: int, **kw: Any) -> list[str]:
     )
 
 
-def claim(ctx: Context, dev: int, sim: int, kind: str, n: int, bid: str, index: str) -> list[str]:
+def claim(
+    ctx: Context, dev: int, sim: int, kind: LaneKind, n: int, bid: str, index: str
+) -> list[str]:
     """What a worker's claim does: pop ``n`` ids, record the batch, mark them submitting."""
     keys, conn = ctx.keys, ctx.conn
-    ids = [i.decode() for i in conn.lpop(keys.lane(kind, dev, sim), n) or []]  # type: ignore[arg-type]
+    ids = [i.decode() for i in conn.lpop(keys.lane(LaneId(kind, dev, sim)), n) or []]
     assert len(ids) == n
     conn.hset(
         keys.batch(bid),
@@ -79,9 +68,9 @@ def claim(ctx: Context, dev: int, sim: int, kind: str, n: int, bid: str, index: 
     return ids
 
 
-def submit(ctx: Context, dev: int, sim: int, kind: str, n: int) -> list[str]:
+def submit(ctx: Context, dev: int, sim: int, kind: LaneKind, n: int) -> list[str]:
     """What a successful submission does: the ids become submitted and join ``pending:<dev>``."""
-    ids = [i.decode() for i in ctx.conn.lpop(ctx.keys.lane(kind, dev, sim), n) or []]  # type: ignore[arg-type]
+    ids = [i.decode() for i in ctx.conn.lpop(ctx.keys.lane(LaneId(kind, dev, sim)), n) or []]
     ctx.store.transition(ids, State.SUBMITTING, [State.QUEUED])
     ctx.store.transition(ids, State.SUBMITTED, [State.SUBMITTING], add_index=ctx.keys.pending(dev))
     ctx.conn.sadd(ctx.keys.pending_devices, dev)
@@ -118,7 +107,7 @@ def known(relay: Relay, clock: FakeClock) -> Truth:
             "262": json.dumps({"id": 262, "lastseen": "2020-01-01T00:00:00+00:00"}),
         },
     )
-    ctx.conn.hset(ctx.keys.pace(260, 0), "tat", to_ms(T0 + 9))
+    ctx.conn.hset(ctx.keys.pace(DeviceSim(260, 0)), "tat", to_ms(T0 + 9))
     return Truth(collect(ctx), ctx.keys)
 
 

@@ -18,6 +18,7 @@ from relay.core import Relay
 from relay.errors import ValidationError
 from relay.produce.validation import ValidMessage, check, check_body, validate
 from relay.settings import Settings, load_settings
+from tests.fixtures.workers import MakeSettings
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 SETTINGS = load_settings(body_max=20)
@@ -193,7 +194,7 @@ def test_bad_customerid_is_refused(value: Any) -> None:
 def test_urgent_takes_bools_and_their_spellings(value: Any, expected: bool) -> None:
     msg = ok(urgent=value)
     assert msg.urgent is expected
-    assert msg.kind == ("u" if expected else "b")
+    assert msg.lane.kind == ("u" if expected else "b")
 
 
 @pytest.mark.parametrize("value", [2, "yes", "", 1.0])
@@ -321,10 +322,9 @@ def test_the_result_is_frozen_plain_data() -> None:
 
 
 @pytest.fixture
-def relay(redis_url: str, key_prefix: str) -> Iterator[Relay]:
-    r = Relay(load_settings(redis_url=redis_url, key_prefix=key_prefix, body_max=50))
-    yield r
-    r.close()
+def relay(relay_settings: MakeSettings) -> Iterator[Relay]:
+    with Relay(relay_settings(body_max=50)) as r:
+        yield r
 
 
 def _stored(conn: redis.Redis, prefix: str) -> list[bytes]:

@@ -9,8 +9,7 @@ import os
 import signal
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -18,27 +17,21 @@ from relay.clock import FakeClock
 from relay.context import Context
 from relay.devices import REFRESH_LEASE, sync_devices
 from relay.dispatch.tickets import Arm, enqueue_tickets
+from relay.lanes import LaneId, LaneKind
+from relay.processes import beat
 from relay.produce.producer import Producer
-from relay.run.sweep import PROCESS_DEAD_AFTER_S, heartbeat, sweep
-from relay.run.worker import RelayWorker, is_idle, make_worker, run_until_idle
+from relay.run.burst import is_idle, run_until_idle
+from relay.run.sweep import sweep
+from relay.run.worker import RelayWorker, make_worker
 from relay.simulator import SimDevice, Simulator
+from tests.fixtures.context import MakeCtx
 from tests.fixtures.simulator import MakeSimulator
-from tests.fixtures.workers import MakeSettings, StartWorkers
+from tests.fixtures.waiting import eventually
+from tests.fixtures.workers import StartWorkers
 
-T = TypeVar("T")
 DEV, SIM = 260, 0
-
-
-def wait_for(check: Callable[[], T], timeout: float = 30.0, what: str = "") -> T:
-    """Poll ``check`` until it returns something true (liveness, not a speed assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        time.sleep(0.05)
+DEAD_AFTER_S = 10.0
+"""``RELAY_PROCESS_DEAD_AFTER`` by default."""
 
 
 def send(
@@ -64,8 +57,7 @@ def states(ctx: Context, ids: list[str]) -> Counter[str]:
 # --- the worker class ----------------------------------------------------------------------
 
 
-def test_relay_worker_listens_urgent_first_on_both_servers(relay_settings: MakeSettings) -> None:
-    ctx = Context.from_settings(relay_settings())
+def test_relay_worker_listens_urgent_first_on_both_servers(ctx: Context) -> None:
     worker = make_worker(ctx, install_signals=False)
     assert isinstance(worker, RelayWorker)
     assert worker.queue_names() == [
@@ -75,47 +67,36 @@ def test_relay_worker_listens_urgent_first_on_both_servers(relay_settings: MakeS
     ]
     assert worker.ip_address  # fakeredis's CLIENT INFO does not break it
     assert worker.serializer.__name__ == "JSONSerializer" or "JSON" in repr(worker.serializer)
-    ctx.close()
 
 
-def test_run_until_idle_on_an_idle_relay(
-    relay_settings: MakeSettings, simulator: Simulator
-) -> None:
-    ctx = Context.from_settings(relay_settings(simulator))
+def test_run_until_idle_on_an_idle_relay(make_ctx: MakeCtx, simulator: Simulator) -> None:
+    ctx = make_ctx(simulator)
     assert is_idle(ctx)
     assert run_until_idle(ctx, 5)
-    ctx.close()
 
 
-def test_run_until_idle_gives_up_at_its_timeout(
-    relay_settings: MakeSettings, simulator: Simulator
-) -> None:
-    ctx = Context.from_settings(
-        relay_settings(gateway_url=simulator.url, gateway_token="bad-token-1")
-    )
+def test_run_until_idle_gives_up_at_its_timeout(make_ctx: MakeCtx, simulator: Simulator) -> None:
+    ctx = make_ctx(gateway_url=simulator.url, gateway_token="bad-token-1")
     ids = send(ctx, 2, DEV)
     assert run_until_idle(ctx, 1.0) is False
     assert states(ctx, ids) == {"queued": 2}  # a bad token never rejects messages
-    ctx.close()
 
 
 # --- the sweep (faked dead workers) ------------------------------------------------------------
 
 
 @pytest.fixture
-def fctx(relay_settings: MakeSettings) -> Iterator[Context]:
-    ctx = Context.from_settings(relay_settings(), clock=FakeClock(time.time()))
-    yield ctx
-    ctx.close()
+def fctx(make_ctx: MakeCtx) -> Context:
+    return make_ctx(clock=FakeClock(time.time()))
 
 
-def lane_with_work(ctx: Context, kind: str = "b", dev: int = DEV) -> None:
+def lane_with_work(ctx: Context, kind: LaneKind = "b", dev: int = DEV) -> None:
     ctx.conn.sadd(ctx.keys.lanes, f"{dev}:{SIM}")
-    ctx.conn.rpush(ctx.keys.lane(kind, dev, SIM), "x1")  # type: ignore[arg-type]
+    ctx.conn.rpush(ctx.keys.lane(LaneId(kind, dev, SIM)), "x1")
 
 
-def ticket(ctx: Context, kind: str = "b", dev: int = DEV) -> str | None:
-    value = ctx.conn.get(ctx.keys.ticket(kind, dev, SIM))  # type: ignore[arg-type]
+def ticket(ctx: Context, kind: LaneKind = "b", dev: int = DEV) -> str | None:
+    value = ctx.conn.get(ctx.keys.ticket(LaneId(kind, dev, SIM)))
     return value.decode() if value else None
 
 
@@ -124,11 +105,11 @@ def queued_jobs(ctx: Context) -> list[str]:
 
 
 def fake_job(ctx: Context, status: str, worker: str = "", dev: int = DEV) -> str:
-    arm = Arm.new("b", dev, SIM)
+    arm = Arm.new(ctx.keys, LaneId("b", dev, SIM))
     enqueue_tickets(ctx.conn, ctx.keys, [arm])
     ctx.conn.delete(f"rq:queue:{ctx.keys.bulk_queue}")
     ctx.conn.hset(f"rq:job:{arm.job_id}", mapping={"status": status, "worker_name": worker})
-    ctx.conn.set(ctx.keys.ticket("b", dev, SIM), arm.job_id)
+    ctx.conn.set(ctx.keys.ticket(LaneId("b", dev, SIM)), arm.job_id)
     return arm.job_id
 
 
@@ -144,7 +125,7 @@ def test_sweep_rearms_a_lane_whose_ticket_is_missing(fctx: Context) -> None:
 
 def test_sweep_rearms_a_timer_ticket_that_lost_its_timer(fctx: Context) -> None:
     lane_with_work(fctx)
-    fctx.conn.set(fctx.keys.ticket("b", DEV, SIM), "timer")
+    fctx.conn.set(fctx.keys.ticket(LaneId("b", DEV, SIM)), "timer")
     fctx.conn.zadd(fctx.keys.timers, {f"b:{DEV}:{SIM}": fctx.now_ms() + 60_000})
     assert sweep(fctx).rearmed == []
     fctx.conn.zrem(fctx.keys.timers, f"b:{DEV}:{SIM}")
@@ -165,13 +146,13 @@ def test_sweep_rearms_a_job_started_by_a_dead_worker_only(fctx: Context) -> None
     assert isinstance(clock, FakeClock)
     lane_with_work(fctx)
     lane_with_work(fctx, dev=261)
-    heartbeat(fctx, "w-alive", "worker")
-    heartbeat(fctx, "w-dead", "worker")
+    beat(fctx, "w-alive", "worker")
+    beat(fctx, "w-dead", "worker")
     fake_job(fctx, "started", "w-alive")
     dead_job = fake_job(fctx, "started", "w-dead", dev=261)
     assert sweep(fctx).rearmed == []  # both heartbeats are fresh
-    clock.advance(PROCESS_DEAD_AFTER_S + 1)
-    heartbeat(fctx, "w-alive", "worker")
+    clock.advance(DEAD_AFTER_S + 1)
+    beat(fctx, "w-alive", "worker")
     report = sweep(fctx)
     assert report.rearmed == [f"b:261:{SIM}"]
     assert ticket(fctx, dev=261) not in (None, dead_job)
@@ -181,7 +162,9 @@ def test_sweep_waits_before_rearming_a_ticket_whose_job_does_not_exist(fctx: Con
     clock = fctx.clock
     assert isinstance(clock, FakeClock)
     lane_with_work(fctx)
-    fctx.conn.set(fctx.keys.ticket("b", DEV, SIM), "ticket-b-260-0-notenqueued")
+    fctx.conn.set(
+        fctx.keys.ticket(LaneId("b", DEV, SIM)), f"{fctx.keys.job_tag}-ticket-b-260-0-notenqueued"
+    )
     assert sweep(fctx).rearmed == []  # a producer may be about to enqueue it
     clock.advance(3)
     assert sweep(fctx).rearmed == [f"b:{DEV}:{SIM}"]
@@ -201,34 +184,31 @@ def test_sweep_rearms_a_queued_job_no_queue_holds(fctx: Context) -> None:
     assert sweep(fctx).rearmed == []  # the new one waits in its queue: fine
 
 
-def test_concurrent_sweeps_rearm_once(relay_settings: MakeSettings) -> None:
-    settings = relay_settings()
-    a, b = Context.from_settings(settings), Context.from_settings(settings)
+def test_concurrent_sweeps_rearm_once(make_ctx: MakeCtx) -> None:
+    a, b = make_ctx(), make_ctx()
     lane_with_work(a)
     fake_job(a, "failed")
     rearmed = sweep(a).rearmed + sweep(b).rearmed
     assert rearmed == [f"b:{DEV}:{SIM}"]
     assert len(queued_jobs(a)) == 1
-    a.close()
-    b.close()
 
 
 def test_sweep_gives_back_leases_of_dead_processes(fctx: Context) -> None:
     clock = fctx.clock
     assert isinstance(clock, FakeClock)
-    heartbeat(fctx, "w-dead", "worker")
-    heartbeat(fctx, "w-alive", "worker")
+    beat(fctx, "w-dead", "worker")
+    beat(fctx, "w-alive", "worker")
     fctx.conn.sadd(fctx.keys.pending_devices, DEV)
     fctx.conn.set(fctx.keys.lease(REFRESH_LEASE), "w-dead", px=60_000)
     fctx.conn.set(fctx.keys.lease(f"reconcile:{DEV}"), "w-alive", px=60_000)
-    clock.advance(PROCESS_DEAD_AFTER_S + 1)
-    heartbeat(fctx, "w-alive", "worker")
+    clock.advance(DEAD_AFTER_S + 1)
+    beat(fctx, "w-alive", "worker")
     report = sweep(fctx)
     assert report.leases_released == [REFRESH_LEASE]
     assert fctx.conn.get(fctx.keys.lease(REFRESH_LEASE)) is None
     assert fctx.conn.get(fctx.keys.lease(f"reconcile:{DEV}")) == b"w-alive"
     clock.advance(4000)
-    heartbeat(fctx, "w-alive", "worker")
+    beat(fctx, "w-alive", "worker")
     assert sweep(fctx).processes_forgotten == ["w-dead"]
     assert fctx.conn.hkeys(fctx.keys.processes) == [b"w-alive"]
 
@@ -249,7 +229,7 @@ def ledger_by_lane(sim: Simulator) -> dict[tuple[int, int], list[Any]]:
 
 
 def test_pacing_holds_across_two_worker_processes(
-    relay_settings: MakeSettings, make_simulator: MakeSimulator, start_workers: StartWorkers
+    make_ctx: MakeCtx, make_simulator: MakeSimulator, start_workers: StartWorkers
 ) -> None:
     sim = make_simulator(
         [
@@ -257,14 +237,14 @@ def test_pacing_holds_across_two_worker_processes(
             SimDevice(id=302, delaybetweenrequest=0.3, delaybetweeneachsms=0.05),
         ]
     )
-    settings = relay_settings(sim)
-    ctx = Context.from_settings(settings)
+    ctx = make_ctx(sim)
+    settings = ctx.settings
     lanes = {(301, 0): (0.1, 4), (301, 1): (0.1, 4), (302, 0): (0.05, 6)}
     n = 40
     ids = [i for dev, s in lanes for i in send(ctx, n, dev, s)]
     start_workers(2, settings)
-    wait_for(lambda: len(sim.ledger()) == len(ids), 60, "every message stored")
-    wait_for(lambda: states(ctx, ids) == {"submitted": len(ids)}, 10, "all submitted")
+    eventually(lambda: len(sim.ledger()) == len(ids), 60, "every message stored")
+    eventually(lambda: states(ctx, ids) == {"submitted": len(ids)}, 10, "all submitted")
     claimed = {m.sendto: m.times["submitting"].timestamp() for m in ctx.store.get_many(ids) if m}
     for lane, entries in ledger_by_lane(sim).items():
         interval, burst = lanes[lane]
@@ -281,69 +261,68 @@ def test_pacing_holds_across_two_worker_processes(
         span = entries[-1].stored_at - t0
         assert n >= 0.5 * (burst + span / interval), (lane, span)  # and close to the bound
     assert Counter(e.sendto for e in sim.ledger()).most_common(1)[0][1] == 1  # each once
-    ctx.close()
 
 
 def test_urgent_is_stored_before_the_remaining_bulk(
-    relay_settings: MakeSettings, make_simulator: MakeSimulator, start_workers: StartWorkers
+    make_ctx: MakeCtx, make_simulator: MakeSimulator, start_workers: StartWorkers
 ) -> None:
     sim = make_simulator([SimDevice(id=303, delaybetweenrequest=0.2, delaybetweeneachsms=0.05)])
-    settings = relay_settings(sim)
-    ctx = Context.from_settings(settings)
+    ctx = make_ctx(sim)
+    settings = ctx.settings
     send(ctx, 2000, 303, tag="bulk")
     start_workers(2, settings)
-    wait_for(lambda: len(sim.ledger()) >= 8, 30, "bulk started")
+    eventually(lambda: len(sim.ledger()) >= 8, 30, "bulk started")
     urgent = send(ctx, 5, 303, urgent=True, tag="otp")
-    wait_for(lambda: sum(e.body.startswith("otp") for e in sim.ledger()) == 5, 30, "urgent stored")
+    eventually(
+        lambda: sum(e.body.startswith("otp") for e in sim.ledger()) == 5, 30, "urgent stored"
+    )
     ledger = sim.ledger()
     last_otp = max(e.sms_id for e in ledger if e.body.startswith("otp"))
     bulk_before = sum(1 for e in ledger if e.body.startswith("bulk") and e.sms_id < last_otp)
     assert bulk_before < 200  # not behind the backlog: 1,800+ bulk still waited
-    assert ctx.conn.llen(ctx.keys.lane("b", 303, 0)) > 1500
-    wait_for(lambda: states(ctx, urgent) == {"submitted": 5}, 10, "urgent recorded")
-    ctx.close()
+    assert ctx.conn.llen(ctx.keys.lane(LaneId("b", 303, 0))) > 1500
+    eventually(lambda: states(ctx, urgent) == {"submitted": 5}, 10, "urgent recorded")
 
 
 def test_a_killed_worker_loses_nothing(
-    relay_settings: MakeSettings, make_simulator: MakeSimulator, start_workers: StartWorkers
+    make_ctx: MakeCtx, make_simulator: MakeSimulator, start_workers: StartWorkers
 ) -> None:
     sim = make_simulator([SimDevice(id=304, delaybetweenrequest=0.2, delaybetweeneachsms=0.05)])
     # unpaced, small batches: the killed run holds its ticket (it had more to send)
-    settings = relay_settings(
+    ctx = make_ctx(
         sim, batch_max=5, device_overrides={"304": 0}, inflight_timeout=1.0, verify_grace=0.5
     )
-    ctx = Context.from_settings(settings)
+    settings = ctx.settings
     sync_devices(ctx)
     ids = send(ctx, 30, 304)
     sim.faults.add("addalotofsms", "slow", delay=1.0)
     (first,) = start_workers(1, settings)
-    wait_for(lambda: sim.router.received_counts().get("addalotofsms", 0) >= 1, 30, "a request")
+    eventually(lambda: sim.router.received_counts().get("addalotofsms", 0) >= 1, 30, "a request")
     os.kill(first.pid, signal.SIGKILL)  # mid-request: its batch in flight, its ticket held
     first.proc.wait()
-    held = ctx.conn.get(ctx.keys.ticket("b", 304, 0))
-    assert held is not None and held.startswith(b"ticket-b-304-0-")
+    held = ctx.conn.get(ctx.keys.ticket(LaneId("b", 304, 0)))
+    assert held is not None and held.startswith(f"{ctx.keys.job_tag}-ticket-b-304-0-".encode())
     assert ctx.conn.zcard(ctx.keys.inflight) == 1
     (second,) = start_workers(1, settings)
-    wait_for(lambda: states(ctx, ids) == {"submitted": 30}, 60, "all submitted")
+    eventually(lambda: states(ctx, ids) == {"submitted": 30}, 60, "all submitted")
     assert '"event": "sweep.rearmed"' in second.log()  # only the sweep could free the lane
     bodies = Counter(e.body for e in sim.ledger())
     assert sorted(bodies) == sorted(f"m{i}" for i in range(30))
     assert set(bodies.values()) == {1}  # stored once each, the in-flight batch included
     assert ctx.conn.zcard(ctx.keys.inflight) == 0 and ctx.conn.zcard(ctx.keys.verify) == 0
-    ctx.close()
 
 
 def test_sigterm_finishes_the_batch_and_leaves_nothing_submitting(
-    relay_settings: MakeSettings, make_simulator: MakeSimulator, start_workers: StartWorkers
+    make_ctx: MakeCtx, make_simulator: MakeSimulator, start_workers: StartWorkers
 ) -> None:
     sim = make_simulator([SimDevice(id=305, delaybetweenrequest=0.2, delaybetweeneachsms=0.05)])
-    settings = relay_settings(sim)
-    ctx = Context.from_settings(settings)
+    ctx = make_ctx(sim)
+    settings = ctx.settings
     sync_devices(ctx)
     ids = send(ctx, 20, 305)
     sim.faults.add("addalotofsms", "slow", delay=0.8)
     (worker,) = start_workers(1, settings)
-    wait_for(lambda: sim.router.received_counts().get("addalotofsms", 0) >= 1, 30, "a request")
+    eventually(lambda: sim.router.received_counts().get("addalotofsms", 0) >= 1, 30, "a request")
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.proc.wait(20) == 0, worker.log()
     found = states(ctx, ids)
@@ -351,15 +330,14 @@ def test_sigterm_finishes_the_batch_and_leaves_nothing_submitting(
     assert found["submitted"] >= 4  # the batch in flight was finished
     assert found["submitted"] + found["queued"] == 20
     start_workers(1, settings)  # the lane was handed over: another worker carries on
-    wait_for(lambda: states(ctx, ids) == {"submitted": 20}, 30, "all submitted")
-    ctx.close()
+    eventually(lambda: states(ctx, ids) == {"submitted": 20}, 30, "all submitted")
 
 
 def test_supervisor_restarts_a_crashed_process_and_forwards_sigterm(
-    relay_settings: MakeSettings, simulator: Simulator, start_workers: StartWorkers
+    make_ctx: MakeCtx, simulator: Simulator, start_workers: StartWorkers
 ) -> None:
-    settings = relay_settings(simulator)
-    ctx = Context.from_settings(settings)
+    ctx = make_ctx(simulator)
+    settings = ctx.settings
 
     def pids() -> set[int]:
         return {json.loads(v)["pid"] for v in ctx.conn.hvals(ctx.keys.processes)}
@@ -370,34 +348,32 @@ def test_supervisor_restarts_a_crashed_process_and_forwards_sigterm(
         found = pids()
         return found if len(found) == 2 else None
 
-    first = wait_for(two, 60, "two workers")
+    first = eventually(two, 60, "two workers")
     victim = sorted(first)[0]
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: len(pids() - first) == 1, 60, "a replacement worker")
+    eventually(lambda: len(pids() - first) == 1, 60, "a replacement worker")
     supervisor.proc.send_signal(signal.SIGTERM)
     assert supervisor.proc.wait(30) == 0, supervisor.log()
     assert pids() == {victim}  # the others left cleanly; only the killed one's heartbeat is left
     ids = send(ctx, 3, DEV)  # and the work still gets done by whoever runs next
     assert run_until_idle(ctx, 30)
     assert states(ctx, ids) == {"submitted": 3}
-    ctx.close()
 
 
 def test_a_burst_worker_exits_once_relay_is_idle(
-    relay_settings: MakeSettings, simulator: Simulator, start_workers: StartWorkers
+    make_ctx: MakeCtx, simulator: Simulator, start_workers: StartWorkers
 ) -> None:
-    settings = relay_settings(simulator)
-    ctx = Context.from_settings(settings)
+    ctx = make_ctx(simulator)
+    settings = ctx.settings
     ids = send(ctx, 12, DEV) + send(ctx, 2, DEV, urgent=True, tag="otp")
     (worker,) = start_workers(1, settings, "--burst")
     assert worker.proc.wait(60) == 0, worker.log()
     assert states(ctx, ids) == {"submitted": 14}
     assert is_idle(ctx)
-    ctx.close()
 
 
 def test_the_worker_serves_metrics(
-    relay_settings: MakeSettings, simulator: Simulator, start_workers: StartWorkers
+    make_ctx: MakeCtx, simulator: Simulator, start_workers: StartWorkers
 ) -> None:
     import socket
 
@@ -406,8 +382,8 @@ def test_the_worker_serves_metrics(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings = relay_settings(simulator)
-    ctx = Context.from_settings(settings)
+    ctx = make_ctx(simulator)
+    settings = ctx.settings
     send(ctx, 3, DEV)
     start_workers(1, settings, "--metrics-port", str(port))
 
@@ -417,6 +393,5 @@ def test_the_worker_serves_metrics(
         except httpx.HTTPError:
             return None
 
-    text = wait_for(scrape, 30, "the metrics endpoint")
+    text = eventually(scrape, 30, "the metrics endpoint")
     assert "relay_messages" in text
-    ctx.close()

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import redis
 
+from relay.connection import delete_prefix
 from relay.errors import ConfigError
 from relay.log import get_logger
 from relay.settings import Settings, load_settings, settings_env
@@ -98,10 +99,8 @@ class Scope:
         """Delete every key of this prefix and of its RQ queues; returns how many."""
         conn = self.conn()
         try:
-            patterns = [f"{self.prefix}:*", f"rq:*{self.prefix}*"]
-            patterns += [f"rq:*{q}*" for q in self.extra_queues]
-            deleted = 0
-            for pattern in patterns:
+            deleted = delete_prefix(conn, self.prefix)
+            for pattern in [f"rq:*{q}*" for q in self.extra_queues]:
                 batch: list[bytes] = []
                 for key in conn.scan_iter(match=pattern, count=5000):
                     batch.append(key)

@@ -36,7 +36,8 @@ from relay.bench.env import (
 from relay.bench.ledger import percentile
 from relay.bench.report import Measurement, Row, fmt
 from relay.core import Relay
-from relay.keys import BULK, Keys
+from relay.keys import Keys
+from relay.lanes import DeviceSim
 
 POLL_S = 10.0
 EACH_S = 1.0
@@ -119,7 +120,7 @@ class Setup:
 
     def bulk_queued(self) -> int:
         keys = Keys(self.settings.key_prefix)
-        return sum(int(self.conn.llen(keys.lane(BULK, d.id, 0))) for d in self.devices)
+        return sum(int(self.conn.llen(keys.lane(DeviceSim(d.id, 0).bulk))) for d in self.devices)
 
     def result(self) -> dict[str, Any]:
         lat = self.latencies()

@@ -22,7 +22,8 @@ from relay.bench.config import BenchConfig
 from relay.bench.env import Scope, messages
 from relay.bench.report import Measurement, Row, fmt
 from relay.core import Relay
-from relay.keys import BULK, Keys
+from relay.keys import Keys
+from relay.lanes import DeviceSim
 
 TARGET_BYTES = 250
 SAMPLE = 200
@@ -44,7 +45,9 @@ def breakdown(
     """Bytes per message by ``MEMORY USAGE``: record (sampled), lane share, event share."""
     sample = random.Random(0).sample(ids, min(SAMPLE, len(ids)))
     records = [int(conn.memory_usage(keys.msg(i), samples=0) or 0) for i in sample]
-    lanes = sum(int(conn.memory_usage(keys.lane(BULK, d, 0), samples=0) or 0) for d in devices)
+    lanes = sum(
+        int(conn.memory_usage(keys.lane(DeviceSim(d, 0).bulk), samples=0) or 0) for d in devices
+    )
     events = int(conn.memory_usage(keys.events, samples=0) or 0)
     n = len(ids)
     return {

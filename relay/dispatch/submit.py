@@ -1,42 +1,65 @@
 """One claimed batch: its move to ``submitting``, the ``addalotofsms`` call, and the outcome.
 
-:class:`Submitter` records each outcome in one MULTI (see :mod:`relay.dispatch.ticket` for the
-protocol): stored → ``submitted``; refused → bisect by halving the lane's batch size
-(``cap`` in ``pace:<dev>:<sim>``), or a lone message's attempt; not sent, bad or missing
-credentials, or a failure before sending → back to the head of the lanes
-(``lua/requeue.lua``) with their pacing given back; outcome unknown (or any failure once the
-request went out) → ``unknown`` and the batch to ``verify``.
+:class:`Submitter` records each :data:`Outcome` in one MULTI:
+
+- ``ok``: the gateway stored the batch → ``submitted`` (+ ``pending:<dev>``, urgent ids on
+  ``urgent-waiting``), and the lane's batch size grows back after a bisection;
+- refused (``"error":1``): a batch of several goes back to the head of its lanes and the
+  lane's batch size halves (``cap`` in ``Keys.pace``) until the refused message is alone
+  (``bisected``); a lone message whose refusal cannot change (:func:`is_permanent`) ends
+  ``rejected`` at once with the gateway's words and joins ``dead``; another refusal counts an
+  attempt and the message goes back (``refused``: the ticket then waits a backoff before
+  trying it again), until ``RELAY_MAX_ATTEMPTS`` attempts end it ``rejected``;
+- ``not_sent`` (the request provably never reached the gateway), ``auth`` (bad or missing
+  credentials) or ``failed`` (an error before sending) → back to the head of the lanes,
+  pacing given back; the ticket backs off;
+- ``unknown`` (a timeout, or any failure once the request went out) → ``unknown``, the
+  batch moves from ``inflight`` to ``verify``: nothing in it is sent again until
+  :mod:`relay.dispatch.recovery` has looked for it at the gateway.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import redis
 
-from relay import scripts
 from relay.context import Context
 from relay.devices import Pace
-from relay.dispatch.tickets import Arm, enqueue_tickets, new_job_id
-from relay.errors import (
-    ConfigError,
-    GatewayAuthError,
-    GatewayRejected,
-    NotSent,
-    OutcomeUnknown,
-)
+from relay.dispatch import batch as batches
+from relay.dispatch.tickets import Arm, enqueue_tickets, fresh_jobs
+from relay.errors import ConfigError, GatewayAuthError, GatewayRejected, NotSent, OutcomeUnknown
 from relay.gateway.models import OutgoingSms
-from relay.keys import BULK, URGENT, LaneKind
+from relay.lanes import LaneId, put_back
 from relay.log import get_logger
 from relay.states import State
+from relay.store import queue_read_fields
 
-log = get_logger("relay.dispatch.ticket")
+log = get_logger(__name__)
+
+Outcome = Literal[
+    "ok", "bisected", "refused", "rejected", "not_sent", "auth", "unknown", "failed", "empty"
+]
+"""How one submission ended (see the module docstring); ``empty``: nothing was left to send."""
 
 RECORD_FIELDS = ("sendto", "body", "urgent", "customerid", "attempts")
 """What a request needs from a message record."""
+
+PERMANENT_REFUSAL = re.compile(
+    r"not found|not available|not allowed|not valid|invalid|must be|is required|unknown",
+    re.IGNORECASE,
+)
+"""Gateway words that name something wrong with the message or its device/SIM (a device that
+does not exist, a slot the phone lacks, a malformed field): sending it again cannot help."""
+
+
+def is_permanent(words: str) -> bool:
+    """Whether a refusal of a lone message cannot change by trying again (README: Dead
+    letters)."""
+    return bool(PERMANENT_REFUSAL.search(words))
 
 
 @dataclass(frozen=True)
@@ -50,8 +73,8 @@ class Item:
 
 
 @dataclass(frozen=True)
-class Batch:
-    """Messages of one device/SIM submitted in one request under batch id ``bid``."""
+class Submission:
+    """The messages of one claimed batch (``bid``) still ``submitting``, in claim order."""
 
     bid: str
     items: tuple[Item, ...]
@@ -62,88 +85,78 @@ class Batch:
 
 
 class Submitter:
-    """Submits batches of ``dev``/``sim`` for a ticket of ``kind`` held by job ``job``."""
+    """Submits the batches of ``lane``'s device/SIM for its ticket, held by job ``job``."""
 
-    def __init__(self, ctx: Context, kind: LaneKind, dev: int, sim: int, job: str) -> None:
+    def __init__(self, ctx: Context, lane: LaneId, job: str) -> None:
         self.ctx = ctx
         self.keys = ctx.keys
-        self.kind: LaneKind = kind
-        self.dev = dev
-        self.sim = sim
+        self.lane = lane
+        self.pair = lane.pair
         self.job = job
-        self.pace_key = ctx.keys.pace(dev, sim)
+        self.pace_key = ctx.keys.pace(lane.pair)
 
-    def submit(self, bid: str, ids: list[str], pace: Pace, cap: int = 0) -> str:
-        """Submit the claimed ids as batch ``bid`` and record the outcome; returns its name:
-        ``ok``, ``requeued`` (refused, put back or ended rejected), ``not_sent``, ``auth``,
-        ``unknown``, ``failed`` (an unexpected error before sending) or ``empty``."""
-        batch = self.start(bid, ids)
-        if batch is None:
+    def submit(self, bid: str, ids: list[str], pace: Pace, cap: int = 0) -> Outcome:
+        """Submit the claimed ids as batch ``bid`` and record the outcome."""
+        sub = self.start(bid, ids)
+        if sub is None:
             return "empty"
         sent = False
         try:
             gateway = self.ctx.gateway
-            sms = [item.sms for item in batch.items]
+            sms = [item.sms for item in sub.items]
             sent = True
             gateway.add_many(sms)
         except GatewayRejected as exc:
-            return self.rejected(batch, pace, exc.gateway_message)
+            return self.refused(sub, pace, exc.gateway_message)
         except NotSent as exc:
-            self.requeue(batch, pace)
-            log.warning("dispatch.not_sent", **self._where(batch), error=str(exc))
+            self.requeue(sub, pace)
+            log.warning("dispatch.not_sent", **self._where(sub), error=str(exc))
             return "not_sent"
         except (GatewayAuthError, ConfigError) as exc:
             # refused credentials, or none to send with: nothing was stored
-            self.requeue(batch, pace)
-            log.error("dispatch.auth_refused", **self._where(batch), error=str(exc))
+            self.requeue(sub, pace)
+            log.error("dispatch.auth_refused", **self._where(sub), error=str(exc))
             return "auth"
         except OutcomeUnknown as exc:
-            self.unknown(batch, pace, str(exc))
+            self.unknown(sub, pace, str(exc))
             return "unknown"
         except Exception as exc:
-            log.exception("dispatch.failed", **self._where(batch), sent=sent)
+            log.exception("dispatch.failed", **self._where(sub), sent=sent)
             if sent:
-                self.unknown(batch, pace, f"{type(exc).__name__}: {exc}")
+                self.unknown(sub, pace, f"{type(exc).__name__}: {exc}")
                 return "unknown"
-            self.requeue(batch, pace)
+            self.requeue(sub, pace)
             return "failed"
-        self.stored(batch, cap)
+        self.stored(sub, cap)
         return "ok"
 
-    def start(self, bid: str, ids: list[str]) -> Batch | None:
-        """``queued → submitting`` for the claimed ids, and their records, in one MULTI.
+    def start(self, bid: str, ids: list[str]) -> Submission | None:
+        """``queued → submitting`` for the claimed ids, in one MULTI with reading them.
 
         Ids that were not ``queued`` (a record gone, or changed meanwhile) are left out.
         """
-        store, k = self.ctx.store, self.keys
         with self.ctx.conn.pipeline(transaction=True) as pipe:
-            store.transition(
-                ids,
-                State.SUBMITTING,
-                [State.QUEUED, State.SCHEDULED],
-                fields={"batch": bid},
-                client=pipe,
+            moved = self.ctx.store.queue_transition(
+                pipe, ids, State.SUBMITTING, fields={"batch": bid}
             )
-            scripts.run(pipe, "records", [k.msg(i) for i in ids], RECORD_FIELDS)
-            changed, rows = pipe.execute()
-        records = json.loads(rows) if ids else []
+            read = queue_read_fields(pipe, self.keys, ids, RECORD_FIELDS)
+            answers = pipe.execute()
+        changed, records = set(moved.result(answers)), read.result(answers)
         items = [
             self._item(msg_id, rec)
-            for msg_id, ok, rec in zip(ids, changed, records, strict=True)
-            if ok
+            for msg_id, rec in zip(ids, records, strict=True)
+            if msg_id in changed
         ]
         if len(items) < len(ids):
             log.warning(
-                "dispatch.skipped",
-                dev=self.dev,
-                sim=self.sim,
-                batch=bid,
-                skipped=len(ids) - len(items),
+                "dispatch.skipped", **self._lane(), batch=bid, skipped=len(ids) - len(items)
             )
         if not items:
-            self._drop_batch(bid)
+            with self.ctx.conn.pipeline(transaction=True) as pipe:
+                batches.drop(pipe, self.ctx, bid)
+                pipe.execute()
             return None
-        return Batch(bid, tuple(items))
+        return Submission(bid, tuple(items))
 
     def _item(self, msg_id: str, rec: list[str | None]) -> Item:
         """One claimed message from its ``RECORD_FIELDS`` (text, as ``records.lua`` answers)."""
@@ -156,48 +169,38 @@ class Submitter:
             sms=OutgoingSms(
                 sendto=sendto or "",
                 body=body or "",
-                device_id=self.dev,
-                sim=self.sim,
+                device_id=self.pair.device,
+                sim=self.pair.sim,
                 urgent=is_urgent,
                 customerid=int(customerid) if customerid and customerid.isdigit() else None,
             ),
         )
 
-    def _where(self, batch: Batch) -> dict[str, Any]:
-        return {
-            "dev": self.dev,
-            "sim": self.sim,
-            "kind": self.kind,
-            "batch": batch.bid,
-            "size": len(batch.items),
-        }
+    def _lane(self) -> dict[str, Any]:
+        return {"dev": self.pair.device, "sim": self.pair.sim, "kind": self.lane.kind}
 
-    def _drop_batch(self, bid: str, pipe: redis.client.Pipeline | None = None) -> None:
-        target = pipe if pipe is not None else self.ctx.conn.pipeline(transaction=True)
-        target.zrem(self.keys.inflight, bid)
-        target.delete(self.keys.batch(bid))
-        if pipe is None:
-            target.execute()
+    def _where(self, sub: Submission) -> dict[str, Any]:
+        return {**self._lane(), "batch": sub.bid, "size": len(sub.items)}
 
     # --- outcomes ------------------------------------------------------------------------
 
-    def stored(self, batch: Batch, cap: int = 0) -> None:
+    def stored(self, sub: Submission, cap: int = 0) -> None:
         """The gateway stored the batch: ``submitted``, pending the reconciler."""
-        k, now, ids = self.keys, self.ctx.now_ms(), batch.ids
-        urgent = {item.id: now for item in batch.items if item.urgent}
+        k, now, dev = self.keys, self.ctx.now_ms(), self.pair.device
+        urgent = {item.id: now for item in sub.items if item.urgent}
         with self.ctx.conn.pipeline(transaction=True) as pipe:
-            self.ctx.store.transition(
-                ids, State.SUBMITTED, [State.SUBMITTING], add_index=k.pending(self.dev), client=pipe
+            self.ctx.store.queue_transition(
+                pipe, sub.ids, State.SUBMITTED, [State.SUBMITTING], add_index=k.pending(dev)
             )
-            pipe.sadd(k.pending_devices, self.dev)
+            pipe.sadd(k.pending_devices, dev)
             if urgent:
                 pipe.zadd(k.urgent_waiting, urgent)
-            self._drop_batch(batch.bid, pipe)
+            batches.drop(pipe, self.ctx, sub.bid)
             pipe.hdel(self.pace_key, "fails")
             if cap:
                 self._grow_cap(pipe, cap)
             pipe.execute()
-        log.info("dispatch.submitted", **self._where(batch), urgent=len(urgent))
+        log.info("dispatch.submitted", **self._where(sub), urgent=len(urgent))
 
     def _grow_cap(self, pipe: redis.client.Pipeline, cap: int) -> None:
         """After a stored batch while bisecting, the lane's batch size doubles back."""
@@ -206,45 +209,44 @@ class Submitter:
         else:
             pipe.hset(self.pace_key, "cap", cap * 2)
 
-    def rejected(self, batch: Batch, pace: Pace, words: str) -> str:
-        """The gateway refused the batch: bisect it, or count a lone message's attempt."""
-        if len(batch.items) > 1:
-            half = (len(batch.items) + 1) // 2
-            self.requeue(batch, pace, extra=lambda pipe: pipe.hset(self.pace_key, "cap", half))
-            log.warning(
-                "dispatch.rejected_batch", **self._where(batch), bisect_to=half, error=words
-            )
-            return "requeued"
-        item = batch.items[0]
+    def refused(self, sub: Submission, pace: Pace, words: str) -> Outcome:
+        """The gateway refused the batch: bisect it, or settle a lone message's refusal."""
+        if len(sub.items) > 1:
+            half = (len(sub.items) + 1) // 2
+            self.requeue(sub, pace, extra=lambda pipe: pipe.hset(self.pace_key, "cap", half))
+            log.warning("dispatch.rejected_batch", **self._where(sub), bisect_to=half, error=words)
+            return "bisected"
+        item = sub.items[0]
         attempts = item.attempts + 1
         fields = {"attempts": attempts, "error": words}
-        if attempts < self.ctx.settings.max_attempts:
-            self.requeue(batch, pace, fields=fields)
+        permanent = is_permanent(words)
+        if attempts < self.ctx.settings.max_attempts and not permanent:
+            self.requeue(sub, pace, fields=fields)
             log.warning(
-                "dispatch.refused", **self._where(batch), id=item.id, attempts=attempts, error=words
+                "dispatch.refused", **self._where(sub), id=item.id, attempts=attempts, error=words
             )
-            return "requeued"
-        k = self.keys
+            return "refused"
         with self.ctx.conn.pipeline(transaction=True) as pipe:
-            self.ctx.store.transition(
-                [item.id], State.REJECTED, [State.SUBMITTING], fields=fields, client=pipe
+            self.ctx.store.queue_transition(
+                pipe, [item.id], State.REJECTED, [State.SUBMITTING], fields=fields
             )
-            pipe.zadd(k.dead, {item.id: self.ctx.now_ms()})
+            pipe.zadd(self.keys.dead, {item.id: self.ctx.now_ms()})
             pipe.hdel(self.pace_key, "cap")
-            self._drop_batch(batch.bid, pipe)
+            batches.drop(pipe, self.ctx, sub.bid)
             pipe.execute()
         log.warning(
             "dispatch.message_rejected",
-            **self._where(batch),
+            **self._where(sub),
             id=item.id,
             attempts=attempts,
+            permanent=permanent,
             error=words,
         )
-        return "requeued"
+        return "rejected"
 
     def requeue(
         self,
-        batch: Batch,
+        sub: Submission,
         pace: Pace,
         *,
         fields: dict[str, Any] | None = None,
@@ -252,52 +254,42 @@ class Submitter:
     ) -> None:
         """Back to the head of their lanes, in order, as ``queued``; their pacing given back.
 
-        A lane that gets ids back has its ticket armed if free (this run's own kind with
-        this run's job id, so it keeps the ticket; the other kind with a fresh job).
+        A lane that gets ids back has its ticket armed if free (this run's own lane with
+        this run's job id, so it keeps the ticket; the other lane with a fresh job).
         """
-        k, ids = self.keys, batch.ids
-        jobs = {
-            kind: self.job if kind == self.kind else new_job_id(kind, self.dev, self.sim)
-            for kind in (URGENT, BULK)
-        }
-        keys = [
-            k.lane(URGENT, self.dev, self.sim),
-            k.lane(BULK, self.dev, self.sim),
-            k.ticket(URGENT, self.dev, self.sim),
-            k.ticket(BULK, self.dev, self.sim),
-            k.inflight,
-            k.batch(batch.bid),
-            self.pace_key,
-            *(k.msg(i) for i in ids),
-        ]
-        args: list[Any] = [batch.bid, jobs[URGENT], jobs[BULK], pace.interval_ms, 1, *ids]
+        jobs = {**fresh_jobs(self.keys, self.lane), self.lane.kind: self.job}
         with self.ctx.conn.pipeline(transaction=True) as pipe:
-            self.ctx.store.transition(
-                ids, State.QUEUED, [State.SUBMITTING], fields=fields, client=pipe
+            self.ctx.store.queue_transition(
+                pipe, sub.ids, State.QUEUED, [State.SUBMITTING], fields=fields
             )
-            scripts.run(pipe, "requeue", keys, args)
+            back = put_back(
+                pipe,
+                self.keys,
+                self.pair,
+                sub.ids,
+                batch=sub.bid,
+                jobs=jobs,
+                refund_ms=pace.interval_ms,
+            )
+            batches.drop(pipe, self.ctx, sub.bid)
             if extra is not None:
                 extra(pipe)
-            result = pipe.execute()
-        _, _, set_u, set_b = result[1]
-        arms = [
-            Arm(kind, self.dev, self.sim, jobs[kind])
-            for kind, was_set in ((URGENT, set_u), (BULK, set_b))
-            if int(was_set) and kind != self.kind
-        ]
-        enqueue_tickets(self.ctx.conn, k, arms)
+            answers = pipe.execute()
+        armed = back.result(answers).armed
+        arms = [Arm(lane, job) for lane, job in armed.items() if lane != self.lane]
+        enqueue_tickets(self.ctx.conn, self.keys, arms)
 
-    def unknown(self, batch: Batch, pace: Pace, error: str) -> None:
+    def unknown(self, sub: Submission, pace: Pace, error: str) -> None:
         """It may have been stored: ``unknown``, batch to ``verify``; never resent blind."""
-        k = self.keys
-        check_at = self.ctx.now_ms() + int(1000 * max(1.0, pace.poll_s))
+        k, now = self.keys, self.ctx.now_ms()
+        check_at = now + int(1000 * max(1.0, pace.poll_s))
         with self.ctx.conn.pipeline(transaction=True) as pipe:
-            self.ctx.store.transition(
-                batch.ids, State.UNKNOWN, [State.SUBMITTING], fields={"error": error}, client=pipe
+            self.ctx.store.queue_transition(
+                pipe, sub.ids, State.UNKNOWN, [State.SUBMITTING], fields={"error": error}
             )
-            pipe.zrem(k.inflight, batch.bid)
-            pipe.zadd(k.verify, {batch.bid: check_at})
+            pipe.zrem(k.inflight, sub.bid)
+            pipe.zadd(k.verify, {sub.bid: check_at})
             # the request is over on this side: recovery's grace counts from here
-            pipe.hset(k.batch(batch.bid), "doubted", self.ctx.now_ms())
+            pipe.hset(k.batch(sub.bid), "doubted", now)
             pipe.execute()
-        log.warning("dispatch.outcome_unknown", **self._where(batch), error=error)
+        log.warning("dispatch.outcome_unknown", **self._where(sub), error=error)

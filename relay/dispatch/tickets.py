@@ -1,10 +1,14 @@
-"""Dispatch tickets: the RQ jobs that drain one device/SIM's lanes.
+"""Dispatch tickets: the one RQ job (at most) that drains a lane.
 
-A ticket key (``Keys.ticket(kind, dev, sim)``) is set while a ticket of that kind is
-queued in RQ, running, or waiting on a timer; its value is the RQ job id (or ``timer``).
-Whoever sets the key (atomically, in a Lua script, with ``SET NX``) must then enqueue the
-job with :func:`enqueue_tickets`. If the process dies in between, the periodic sweep
-(``relay.dispatch.recovery``) finds the ticket whose job does not exist and re-arms it.
+A ticket key (``Keys.ticket(lane)``) is set while the lane's ticket is queued in RQ,
+running, or waiting on a timer; its value is the RQ job id (or ``timer``). Whoever sets the
+key (atomically, in a Lua script, with ``SET NX`` or a compare-and-set) must then enqueue
+the job with :func:`enqueue_tickets`. If the process dies in between, the periodic sweep
+(:mod:`relay.run.sweep`) finds the ticket whose job does not exist and re-arms it.
+
+The key changes hands in three scripts: ``lua/claim.lua`` (a run adopts, keeps, releases or
+times it), ``lua/handoff.lua`` (:func:`handoff`: compare-and-set, from a job to a fresh job
+or onto a timer) and ``lua/pop_due.lua`` (:func:`pop_due`: due timers get fresh jobs).
 """
 
 from __future__ import annotations
@@ -12,36 +16,50 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from relay.keys import Keys, LaneKind
+from relay import scripts
+from relay.connection import text
+from relay.context import Context
+from relay.keys import Keys
+from relay.lanes import KINDS, LaneId, LaneKind
+from relay.log import get_logger
 
-#: The job function every ticket runs (``relay.dispatch.run_ticket(kind, dev, sim)``).
+log = get_logger(__name__)
+
 TICKET_FUNC = "relay.dispatch.run_ticket"
+"""The job function of every ticket, ``run_ticket(kind, dev, sim)``: a path that stays."""
 TICKET_TIMEOUT = 300
 FAILURE_TTL = 86400
+TIMER = "timer"
+"""The ticket key's value while the lane's ticket waits on ``Keys.timers``."""
+TIMERS_PER_CALL = 200
 
 
 @dataclass(frozen=True)
 class Arm:
-    """A ticket to enqueue: lane ``kind`` of ``dev``/``sim`` under RQ job id ``job_id``."""
+    """A ticket to enqueue: ``lane``'s ticket under RQ job id ``job_id``."""
 
-    kind: LaneKind
-    dev: int
-    sim: int
+    lane: LaneId
     job_id: str
 
     @classmethod
-    def new(cls, kind: LaneKind, dev: int, sim: int) -> Arm:
-        return cls(kind, dev, sim, new_job_id(kind, dev, sim))
+    def new(cls, keys: Keys, lane: LaneId) -> Arm:
+        return cls(lane, new_job_id(keys, lane))
 
 
-def new_job_id(kind: LaneKind, dev: int, sim: int) -> str:
+def new_job_id(keys: Keys, lane: LaneId) -> str:
     """A fresh RQ job id naming the lane it drains (readable in ``rq info``)."""
-    return f"ticket-{kind}-{dev}-{sim}-{uuid.uuid4().hex[:12]}"
+    return keys.job_id("ticket", f"{lane.kind}-{lane.device}-{lane.sim}-{uuid.uuid4().hex[:12]}")
+
+
+def fresh_jobs(keys: Keys, lane: LaneId) -> dict[LaneKind, str]:
+    """A fresh job id for each lane of ``lane``'s device/SIM (for :func:`relay.lanes.put_back`)."""
+    return {kind: new_job_id(keys, lane.pair.lane(kind)) for kind in KINDS}
 
 
 def queue(conn: redis.Redis, keys: Keys, kind: LaneKind) -> Queue:
@@ -54,22 +72,72 @@ def enqueue_tickets(conn: redis.Redis, keys: Keys, arms: Sequence[Arm]) -> None:
     if not arms:
         return
     with conn.pipeline() as pipe:
-        for kind in ("u", "b"):
-            mine = [a for a in arms if a.kind == kind]
+        for kind in KINDS:
+            mine = [a for a in arms if a.lane.kind == kind]
             if not mine:
                 continue
-            q = queue(conn, keys, kind)
             datas = [
                 Queue.prepare_data(
                     TICKET_FUNC,
-                    args=(a.kind, a.dev, a.sim),
+                    args=(a.lane.kind, a.lane.device, a.lane.sim),
                     job_id=a.job_id,
                     timeout=TICKET_TIMEOUT,
                     result_ttl=0,
                     failure_ttl=FAILURE_TTL,
-                    description=f"dispatch {'urgent' if a.kind == 'u' else 'bulk'} {a.dev}/{a.sim}",
+                    description=f"dispatch {a.lane.label}",
                 )
                 for a in mine
             ]
-            q.enqueue_many(datas, pipeline=pipe)
+            queue(conn, keys, kind).enqueue_many(datas, pipeline=pipe)
         pipe.execute()
+
+
+def handoff(
+    ctx: Context,
+    lane: LaneId,
+    expected: str,
+    new: str,
+    *,
+    at_ms: int | None = None,
+    missing_ok: bool = False,
+) -> bool:
+    """``lua/handoff.lua``: set ``lane``'s ticket to ``new`` (a job id, or :data:`TIMER`
+    with ``at_ms``) if it holds ``expected`` (or nothing, with ``missing_ok``)."""
+    keys = [ctx.keys.ticket(lane), ctx.keys.timers]
+    args: list[scripts.Arg] = [
+        expected,
+        new,
+        "" if at_ms is None else at_ms,
+        "1" if missing_ok else "0",
+        lane.member,
+    ]
+    return bool(scripts.call(ctx.conn, "handoff", keys, args))
+
+
+def pop_due(ctx: Context, due: Sequence[LaneId], now_ms: int) -> list[Arm]:
+    """``lua/pop_due.lua``: take ``due`` lanes off the timers; the arms whose ticket it set."""
+    arms = [Arm.new(ctx.keys, lane) for lane in due]
+    keys = [ctx.keys.timers, *(ctx.keys.ticket(lane) for lane in due)]
+    args: list[scripts.Arg] = [now_ms, len(due), *(lane.member for lane in due)]
+    args += [a.job_id for a in arms]
+    positions: list[Any] = scripts.call(ctx.conn, "pop_due", keys, args)
+    return [arms[int(i) - 1] for i in positions]
+
+
+def fire_timers(ctx: Context, limit: int = TIMERS_PER_CALL) -> tuple[int, float | None]:
+    """Enqueue the tickets whose timer is due; returns (how many, seconds to the next timer)."""
+    now_ms = ctx.now_ms()
+    head: Any = ctx.conn.zrange(ctx.keys.timers, 0, limit - 1, withscores=True)
+    members = [(member, LaneId.parse(member)) for member, score in head if score <= now_ms]
+    due = [lane for _, lane in members if lane is not None]
+    bad = [member for member, lane in members if lane is None]
+    if bad:
+        ctx.conn.zrem(ctx.keys.timers, *bad)
+        log.warning("tickets.bad_timers", members=[text(m) for m in bad])
+    later = [score for _, score in head if score > now_ms]
+    wait = (min(later) - now_ms) / 1000 if later else None
+    if not due:
+        return 0, wait
+    armed = pop_due(ctx, due, now_ms)
+    enqueue_tickets(ctx.conn, ctx.keys, armed)
+    return len(armed), 0.0 if len(members) == limit else wait

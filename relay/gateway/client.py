@@ -66,7 +66,7 @@ from relay.settings import Settings
 T = TypeVar("T")
 Parser = Callable[[Any], T]
 
-_log = get_logger("relay.gateway")
+log = get_logger(__name__)
 
 
 class GatewayClient:
@@ -374,7 +374,7 @@ class GatewayClient:
         except GatewayAuthError:
             if not self._can_login():
                 raise
-            _log.info("gateway.token_renew")
+            log.info("gateway.token_renew")
             self._drop_token(token)
             return call(self._current_token(submitting=submitting))
 

@@ -46,7 +46,7 @@ from relay.log import get_logger, redact_text
 T = TypeVar("T")
 Files = Mapping[str, tuple[str, bytes, str]]
 
-_log = get_logger("relay.gateway")
+log = get_logger(__name__)
 _USER_AGENT = "relay-sms"
 
 # Words of the gateway's refusals of a token or a login ("Wrong token", "Token is not
@@ -286,7 +286,7 @@ class Wire:
             outcome = outcome_name(exc)
             raise
         finally:
-            _log.debug(
+            log.debug(
                 "gateway.request",
                 endpoint=endpoint,
                 attempt=attempt,

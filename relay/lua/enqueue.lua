@@ -3,8 +3,8 @@
 --
 -- KEYS[1]      counts hash (state -> number of messages)
 -- KEYS[2]      events stream
--- KEYS[3]      lanes set ("dev:sim" ever used)
--- KEYS[4]      sched-due zset ("kind:dev:sim" -> earliest due ms)
+-- KEYS[3]      lanes set (device/SIM members "dev:sim" ever used)
+-- KEYS[4]      sched-due zset (lane member "kind:dev:sim" -> earliest due ms)
 -- then 4 keys per message i (base b = 4 + 4*(i-1)):
 -- KEYS[b+1]    message hash m:<id>
 -- KEYS[b+2]    lane list (queued) or schedule zset (scheduled) of its device/SIM and kind
@@ -15,10 +15,11 @@
 -- ARGV[1]      now (ms)
 -- ARGV[2]      events stream MAXLEN (approximate)
 -- ARGV[3]      idempotency key TTL (s)
--- ARGV[3+i]    message i: 10 values joined by "\31" (unit separator, which validation
+-- ARGV[3+i]    message i: 12 values joined by "\31" (unit separator, which validation
 --              keeps out of every field): id, sendto, body, device_id, sim, urgent (0/1),
 --              customerid or "", due ms or "" (queued now), key or "", RQ job id of the
---              lane's ticket or "" (scheduled)
+--              lane's ticket or "" (scheduled), its lane's member ("kind:dev:sim"), its
+--              device/SIM member ("dev:sim")
 --
 -- Changes: first, if the record of any id already exists, nothing at all and returns
 -- {0, {positions of those ids}} so the caller makes new ids. Otherwise, per message: when
@@ -26,8 +27,8 @@
 -- chunk) nothing, and its result is the id stored under the key; else SET the key NX EX,
 -- HSET the record (non-empty fields; state queued|scheduled, final 0, t_<state>, attempts 0),
 -- RPUSH the id to its lane (then SET the ticket NX to the job id) or ZADD it to the
--- schedule with its due ms (and lower the sched-due score of "kind:dev:sim" to it),
--- SADD "dev:sim" to lanes, HINCRBY counts, one XADD event like transition.lua's
+-- schedule with its due ms (and lower the sched-due score of its lane member to it), SADD
+-- its device/SIM member to lanes, HINCRBY counts, one XADD event like transition.lua's
 -- (id, state, prev "", final 0, at, device_id, sim, [customerid], urgent).
 -- Returns, flat, {1, id per message..., positions whose ticket key this call set...}
 -- (the first n values after the 1 are the ids).
@@ -43,12 +44,12 @@ if #taken > 0 then return {0, taken} end
 
 local function fields(packed)
   local out, pos = {}, 1
-  for _ = 1, 9 do
+  for _ = 1, 11 do
     local sep = string.find(packed, "\31", pos, true)
     out[#out + 1] = string.sub(packed, pos, sep - 1)
     pos = sep + 1
   end
-  out[10] = string.sub(packed, pos)
+  out[12] = string.sub(packed, pos)
   return out
 end
 
@@ -62,7 +63,7 @@ local out, armed = {1}, {}
 for i = 1, n do
   local b, f = 4 + 4 * (i - 1), fields(ARGV[3 + i])
   local id, sendto, body, dev, sim = f[1], f[2], f[3], f[4], f[5]
-  local urgent, cid, due, key, job = f[6], f[7], f[8], f[9], f[10]
+  local urgent, cid, due, key, job, member, pair = f[6], f[7], f[8], f[9], f[10], f[11], f[12]
   local known = nil
   if key ~= "" and not redis.call("SET", KEYS[b + 4], id, "NX", "EX", idem_ttl) then
     known = redis.call("GET", KEYS[b + 4])
@@ -83,11 +84,9 @@ for i = 1, n do
       redis.call("RPUSH", KEYS[b + 2], id)
       if redis.call("SET", KEYS[b + 3], job, "NX") then armed[#armed + 1] = i end
     else
-      local kind = "b"
-      if urgent == "1" then kind = "u" end
-      schedule(KEYS[b + 2], id, due, kind .. ":" .. dev .. ":" .. sim)
+      schedule(KEYS[b + 2], id, due, member)
     end
-    redis.call("SADD", KEYS[3], dev .. ":" .. sim)
+    redis.call("SADD", KEYS[3], pair)
     redis.call("HINCRBY", KEYS[1], state, 1)
     local ev = {"id", id, "state", state, "prev", "", "final", "0", "at", now, "device_id", dev, "sim", sim}
     if cid ~= "" then ev[#ev + 1] = "customerid"; ev[#ev + 1] = cid end

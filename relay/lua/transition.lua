@@ -2,48 +2,48 @@
 --
 -- KEYS[1]      counts hash (state -> number of messages)
 -- KEYS[2]      events stream
--- KEYS[3]      index to ZADD each changed id to (score = now); KEYS[2] again (or "") for none
--- KEYS[4]      index to ZREM each changed id from; KEYS[2] again (or "") for none
+-- KEYS[3]      index to ZADD each changed id to (score = now); KEYS[2] again for none
+-- KEYS[4]      index to ZREM each changed id from; KEYS[2] again for none
 --              (a real key of relay's, not "": Redis ACL key patterns must allow every key)
--- KEYS[5..]    message hashes, one per id in ARGV[9..]
+-- KEYS[5..]    message hashes, one per id in ARGV[11..]
 -- ARGV[1]      new state
--- ARGV[2]      allowed current states, comma separated ("*" = any non-final)
+-- ARGV[2]      allowed current states, comma separated (relay.states.ALLOWED_FROM decides
+--              them; this script knows no state by name)
 -- ARGV[3]      now (ms)
 -- ARGV[4]      1 if the new state is final (record then expires), else 0
 -- ARGV[5]      events stream MAXLEN (approximate)
 -- ARGV[6]      record TTL (s) applied when final
 -- ARGV[7]      JSON object of fields set on every changed message ({} for none)
 -- ARGV[8]      JSON array (one object per id) of per-message fields, or "" for none
--- ARGV[9..]    message ids
+-- ARGV[9]      1 to leave alone a record whose final flag is 1, else 0
+-- ARGV[10]     time field set instead of t_<new state> when the record has that one
+--              already ("" : t_<new state> is overwritten)
+-- ARGV[11..]   message ids
 --
--- Changes: each message whose state is allowed gets state, final, t_<state>=now and the
--- fields; counts move; one event per change on the stream. A message missing or in
+-- Changes: each message whose state is allowed gets state, final, its time field = now
+-- and the fields; counts move; one event per change on the stream. A message missing or in
 -- another state is left alone. Returns, per id, 1 if it changed else 0.
 
 local to, now, final = ARGV[1], ARGV[3], ARGV[4]
 local allowed = {}
 for s in string.gmatch(ARGV[2], "[^,]+") do allowed[s] = true end
-local any_open = allowed["*"]
 local common = cjson.decode(ARGV[7])
 local each = nil
 if ARGV[8] ~= "" then each = cjson.decode(ARGV[8]) end
-local final_states = {delivered=1, failed=1, rejected=1, cancelled=1, expired=1}
+local open_only, again = ARGV[9] == "1", ARGV[10]
+local stamp = "t_" .. to
 local event_fields = {"device_id", "sim", "customerid", "sms_id", "status", "statustitle", "error", "urgent"}
 
 local result = {}
 for i = 5, #KEYS do
-  local key, id = KEYS[i], ARGV[i + 4]
+  local key, id = KEYS[i], ARGV[i + 6]
   local cur = redis.call("HGET", key, "state")
-  local ok = false
-  if cur then
-    if any_open then
-      ok = final_states[cur] == nil and redis.call("HGET", key, "final") ~= "1"
-    else
-      ok = allowed[cur] == true
-    end
-  end
+  local ok = cur and allowed[cur] == true
+  if ok and open_only then ok = redis.call("HGET", key, "final") ~= "1" end
   if ok then
-    redis.call("HSET", key, "state", to, "final", final, "t_" .. to, now)
+    local field = stamp
+    if again ~= "" and redis.call("HEXISTS", key, stamp) == 1 then field = again end
+    redis.call("HSET", key, "state", to, "final", final, field, now)
     for f, v in pairs(common) do redis.call("HSET", key, f, tostring(v)) end
     if each and each[i - 4] then
       for f, v in pairs(each[i - 4]) do redis.call("HSET", key, f, tostring(v)) end
@@ -52,8 +52,8 @@ for i = 5, #KEYS do
       redis.call("HINCRBY", KEYS[1], cur, -1)
       redis.call("HINCRBY", KEYS[1], to, 1)
     end
-    if KEYS[3] ~= "" and KEYS[3] ~= KEYS[2] then redis.call("ZADD", KEYS[3], now, id) end
-    if KEYS[4] ~= "" and KEYS[4] ~= KEYS[2] then redis.call("ZREM", KEYS[4], id) end
+    if KEYS[3] ~= KEYS[2] then redis.call("ZADD", KEYS[3], now, id) end
+    if KEYS[4] ~= KEYS[2] then redis.call("ZREM", KEYS[4], id) end
     local ev = {"id", id, "state", to, "prev", cur, "final", final, "at", now}
     local vals = redis.call("HMGET", key, unpack(event_fields))
     for j, f in ipairs(event_fields) do

@@ -14,14 +14,16 @@ moves it to ``cancelled`` in the same MULTI, so a crash never leaves it half-can
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from relay import scripts
+from relay.connection import text
 from relay.context import Context
 from relay.dispatch.tickets import Arm, enqueue_tickets
 from relay.errors import ConflictError, NotFoundError, RelayError
 from relay.ids import new_id, new_ids
-from relay.keys import BULK, URGENT, LaneKind
+from relay.lanes import LaneId
 from relay.log import get_logger
 from relay.produce.validation import TimeToSend, ValidMessage, check, validate
 from relay.states import WAITING_STATES, State
@@ -35,11 +37,22 @@ DEFAULT_CHUNK = 1000
 #: Separates a message's values in enqueue.lua's ARGV (ASCII unit separator).
 SEP = "\x1f"
 
-Lane = tuple[LaneKind, int, int]
 
+@dataclass(frozen=True)
+class Enqueued:
+    """What ``lua/enqueue.lua`` answered: the ids (one per message: its own, or the first
+    id of its idempotency key), the positions (1-based) whose lane ticket it set; or, when
+    ``stored`` is False, the positions whose fresh id was already taken."""
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    stored: bool
+    ids: list[str]
+    positions: list[int]
+
+    @classmethod
+    def of(cls, answer: list[Any], n: int) -> Enqueued:
+        if int(answer[0]) != 1:
+            return cls(False, [], [int(pos) for pos in answer[1]])
+        return cls(True, [text(i) for i in answer[1 : n + 1]], [int(p) for p in answer[n + 1 :]])
 
 
 class Producer:
@@ -103,57 +116,46 @@ class Producer:
     def _store(self, msgs: Sequence[ValidMessage], now_ms: int) -> list[str]:
         """One chunk: one enqueue.lua call (again only if a fresh id was taken), then tickets."""
         ids = [new_id(now_ms)] if len(msgs) == 1 else new_ids(now_ms, len(msgs))
-        arms: dict[Lane, Arm] = {}
+        arms: dict[LaneId, Arm] = {}
         for msg in msgs:
-            lane = (msg.kind, msg.device_id, msg.sim)
-            if msg.timetosend is None and lane not in arms:
-                arms[lane] = Arm.new(*lane)
+            if msg.timetosend is None and msg.lane not in arms:
+                arms[msg.lane] = Arm.new(self.keys, msg.lane)
         for _ in range(ID_ATTEMPTS):
-            keys, args = self._pack(msgs, ids, arms, now_ms)
-            result = scripts.run(self.ctx.conn, "enqueue", keys, args)
-            if int(result[0]) == 1:
-                return self._stored(msgs, result, arms)
-            _renew(ids, [int(pos) - 1 for pos in result[1]], now_ms)
+            answer = self._enqueue(msgs, ids, arms, now_ms)
+            if answer.stored:
+                if answer.positions:  # a second round trip only for tickets this call set
+                    armed = [arms[msgs[pos - 1].lane] for pos in answer.positions]
+                    enqueue_tickets(self.ctx.conn, self.keys, armed)
+                return answer.ids
+            _renew(ids, [pos - 1 for pos in answer.positions], now_ms)
         raise RuntimeError(f"could not find free message ids in {ID_ATTEMPTS} attempts")
 
-    def _pack(
+    def _enqueue(
         self,
         msgs: Sequence[ValidMessage],
         ids: Sequence[str],
-        arms: Mapping[Lane, Arm],
+        arms: Mapping[LaneId, Arm],
         now_ms: int,
-    ) -> tuple[list[str], list[Any]]:
-        """KEYS and ARGV of enqueue.lua for ``msgs`` (layout in the script's header)."""
+    ) -> Enqueued:
+        """``lua/enqueue.lua`` for ``msgs`` under ``ids`` (layout in the script's header)."""
         k = self.keys
         keys = [k.counts, k.events, k.lanes, k.sched_due]
-        args: list[Any] = [now_ms, self.settings.events_maxlen, self.settings.idempotency_ttl]
+        args: list[scripts.Arg] = [
+            now_ms,
+            self.settings.events_maxlen,
+            self.settings.idempotency_ttl,
+        ]
         for msg, msg_id in zip(msgs, ids, strict=True):
-            kind, dev, sim = msg.kind, msg.device_id, msg.sim
             # never "" in KEYS: an ACL user limited to ~<prefix>:* may not name it
             idem = k.idem(msg.key) if msg.key is not None else k.msg(msg_id)
             if msg.timetosend is None:
-                keys += (k.msg(msg_id), k.lane(kind, dev, sim), k.ticket(kind, dev, sim), idem)
-                job = arms[(kind, dev, sim)].job_id
+                keys += (k.msg(msg_id), k.lane(msg.lane), k.ticket(msg.lane), idem)
+                job = arms[msg.lane].job_id
             else:
-                keys += (k.msg(msg_id), k.sched(kind, dev, sim), k.msg(msg_id), idem)
+                keys += (k.msg(msg_id), k.sched(msg.lane), k.msg(msg_id), idem)
                 job = ""
             args.append(_packed(msg, msg_id, job))
-        return keys, args
-
-    def _stored(
-        self, msgs: Sequence[ValidMessage], result: Sequence[Any], arms: Mapping[Lane, Arm]
-    ) -> list[str]:
-        """The ids enqueue.lua answered; enqueue the RQ jobs of the tickets it set."""
-        n = len(msgs)
-        ids = [_text(i) for i in result[1 : n + 1]]
-        if len(result) > n + 1:
-            armed = []
-            for pos in result[n + 1 :]:
-                msg = msgs[int(pos) - 1]
-                armed.append(arms[(msg.kind, msg.device_id, msg.sim)])
-            enqueue_tickets(self.ctx.conn, self.keys, armed)
-            log.debug("tickets.armed", lanes=[f"{a.kind}:{a.dev}:{a.sim}" for a in armed])
-        return ids
+        return Enqueued.of(scripts.call(self.ctx.conn, "enqueue", keys, args), len(msgs))
 
     # --- cancel --------------------------------------------------------------------
 
@@ -164,18 +166,17 @@ class Producer:
         the state) for a message claimed by a worker or past waiting.
         """
         msg = self._waiting(msg_id)
-        kind: LaneKind = URGENT if msg.urgent else BULK
-        lane = self.keys.lane(kind, msg.device_id, msg.sim)
-        sched = self.keys.sched(kind, msg.device_id, msg.sim)
-        if not self._in_lane_or_schedule(msg_id, lane, sched):
+        lane = LaneId(msg.kind, msg.device_id, msg.sim)
+        lane_key, sched = self.keys.lane(lane), self.keys.sched(lane)
+        if not self._in_lane_or_schedule(msg_id, lane_key, sched):
             raise self._conflict(msg_id, claimed=True)
         with self.ctx.conn.pipeline(transaction=True) as pipe:
-            scripts.run(pipe, "cancel", [lane, sched], [msg_id])
-            self.ctx.store.transition([msg_id], State.CANCELLED, WAITING_STATES, client=pipe)
-            removed, changed = pipe.execute()
-        if not changed or not int(changed[0]):
+            taken = scripts.queue(pipe, "cancel", [lane_key, sched], [msg_id], bool)
+            moved = self.ctx.store.queue_transition(pipe, [msg_id], State.CANCELLED)
+            answers = pipe.execute()
+        if not moved.result(answers):
             raise self._conflict(msg_id, claimed=False)
-        if not int(removed):
+        if not taken.result(answers):
             # Claimed between the check and the MULTI: the worker's queued -> submitting
             # transition now fails for it, so it is not sent.
             log.warning("cancel.claimed_meanwhile", id=msg_id)
@@ -231,6 +232,8 @@ def _packed(msg: ValidMessage, msg_id: str, job: str) -> str:
             "" if msg.timetosend is None else str(msg.timetosend),
             msg.key or "",
             job,
+            msg.lane.member,
+            msg.lane.pair.member,
         )
     )
 

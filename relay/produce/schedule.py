@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay import scripts
+from relay.connection import text
 from relay.context import Context
 from relay.dispatch.tickets import Arm, enqueue_tickets
-from relay.keys import BULK, URGENT, LaneKind
+from relay.lanes import LaneId
 from relay.log import get_logger
 from relay.states import State
 
@@ -32,27 +33,22 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class _Due:
-    """One lane's schedule with due messages: its ``sched-due`` member and the ids read."""
+    """One lane's schedule with due messages: the lane, its fresh ticket, and the ids read."""
 
-    member: str
     arm: Arm
     ids: list[str]
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+@dataclass(frozen=True)
+class Promoted:
+    """What ``lua/promote.lua`` did for one lane: ids moved, and whether it set the ticket."""
 
+    moved: int
+    armed: bool
 
-def parse_member(member: bytes | str) -> tuple[LaneKind, int, int] | None:
-    """``(kind, dev, sim)`` of a ``sched-due`` member ``"kind:dev:sim"``; None when malformed."""
-    parts = _text(member).split(":")
-    if len(parts) != 3 or parts[0] not in (URGENT, BULK):
-        return None
-    try:
-        kind: LaneKind = URGENT if parts[0] == URGENT else BULK
-        return kind, int(parts[1]), int(parts[2])
-    except ValueError:
-        return None
+    @classmethod
+    def of(cls, answer: list[Any]) -> Promoted:
+        return cls(int(answer[0]), bool(int(answer[1])))
 
 
 def promote_due(ctx: Context, limit: int = 1000) -> int:
@@ -79,51 +75,44 @@ def _due_lanes(ctx: Context, now_ms: int, limit: int) -> list[_Due]:
     members: list[Any] = ctx.conn.zrangebyscore(
         ctx.keys.sched_due, "-inf", now_ms, start=0, num=limit
     )
-    lanes, bad = [], []
-    for member in members:
-        lane = parse_member(member)
-        if lane is None:
-            bad.append(member)
-        else:
-            lanes.append((_text(member), lane))
+    parsed = [(member, LaneId.parse(member)) for member in members]
+    lanes = [lane for _, lane in parsed if lane is not None]
+    bad = [member for member, lane in parsed if lane is None]
     if bad:
         ctx.conn.zrem(ctx.keys.sched_due, *bad)
-        log.warning("schedule.bad_members", members=[_text(m) for m in bad])
+        log.warning("schedule.bad_members", members=[text(m) for m in bad])
     with ctx.conn.pipeline(transaction=False) as pipe:
-        for _, (kind, dev, sim) in lanes:
-            pipe.zrangebyscore(ctx.keys.sched(kind, dev, sim), "-inf", now_ms, start=0, num=limit)
+        for lane in lanes:
+            pipe.zrangebyscore(ctx.keys.sched(lane), "-inf", now_ms, start=0, num=limit)
         answers: list[Any] = pipe.execute() if lanes else []
     budget = limit
     due = []
-    for (member, lane), ids in zip(lanes, answers, strict=True):
-        mine = [_text(i) for i in ids[:budget]]
+    for lane, ids in zip(lanes, answers, strict=True):
+        mine = [text(i) for i in ids[:budget]]
         budget -= len(mine)
-        due.append(_Due(member, Arm.new(*lane), mine))
+        due.append(_Due(Arm.new(ctx.keys, lane), mine))
     return due
+
+
+def promote_lane(
+    pipe: Any, ctx: Context, arm: Arm, ids: Sequence[str], now_ms: int
+) -> scripts.Pending[Promoted]:
+    """Queue ``lua/promote.lua`` on ``pipe``: ``ids`` due in ``arm.lane``'s schedule move to
+    the lane's tail; its ``sched-due`` score corrected; its ticket set NX to ``arm.job_id``."""
+    k, lane = ctx.keys, arm.lane
+    keys = [k.sched_due, k.sched(lane), k.lane(lane), k.ticket(lane)]
+    args: list[scripts.Arg] = [now_ms, lane.member, arm.job_id, *ids]
+    return scripts.queue(pipe, "promote", keys, args, Promoted.of)
 
 
 def _promote(ctx: Context, lanes: Sequence[_Due], now_ms: int) -> tuple[int, list[Arm]]:
     """Run promote.lua and the scheduled → queued transition of every lane in one MULTI."""
-    k = ctx.keys
     with ctx.conn.pipeline(transaction=True) as pipe:
+        calls = []
         for due in lanes:
-            a = due.arm
-            keys = [
-                k.sched_due,
-                k.sched(a.kind, a.dev, a.sim),
-                k.lane(a.kind, a.dev, a.sim),
-                k.ticket(a.kind, a.dev, a.sim),
-            ]
-            scripts.run(pipe, "promote", keys, [now_ms, due.member, a.job_id, *due.ids])
-            if due.ids:
-                ctx.store.transition(due.ids, State.QUEUED, [State.SCHEDULED], client=pipe)
-        results = iter(pipe.execute())
-    moved, armed = 0, []
-    for due in lanes:
-        count, set_ticket = next(results)
-        if due.ids:
-            next(results)
-        moved += int(count)
-        if int(set_ticket):
-            armed.append(due.arm)
-    return moved, armed
+            calls.append(promote_lane(pipe, ctx, due.arm, due.ids, now_ms))
+            ctx.store.queue_transition(pipe, due.ids, State.QUEUED, [State.SCHEDULED])
+        answers = pipe.execute()
+    results = [call.result(answers) for call in calls]
+    moved = sum(r.moved for r in results)
+    return moved, [due.arm for due, r in zip(lanes, results, strict=True) if r.armed]

@@ -33,7 +33,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 
 from relay.errors import ValidationError
-from relay.keys import BULK, URGENT, LaneKind
+from relay.lanes import LaneId, kind_of
 from relay.settings import Settings
 
 FIELDS = frozenset(
@@ -79,9 +79,9 @@ class ValidMessage:
     key: str | None = None
 
     @property
-    def kind(self) -> LaneKind:
-        """The lane this message waits on: ``u`` (urgent) or ``b`` (bulk)."""
-        return URGENT if self.urgent else BULK
+    def lane(self) -> LaneId:
+        """The lane this message waits on."""
+        return LaneId(kind_of(self.urgent), self.device_id, self.sim)
 
 
 def validate(

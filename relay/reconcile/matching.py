@@ -30,9 +30,8 @@ are told apart only by order; when one of them is in doubt (its batch being veri
 the other is followed by the reconciler, their ``sms_id`` may be swapped. Each still gets
 exactly one record, so nothing is lost or sent twice.
 
-The first half of this module is pure (property-tested); the second finds the records at
-the gateway (:func:`fetch_records`, narrowing capped answers) and remembers matches in
-Redis (:func:`record_matches`, ``lua/match.lua``), for the reconciler and recovery alike.
+This module is pure (property-tested): no I/O. :mod:`relay.reconcile.lookup` finds the
+records at the gateway and remembers matches in Redis, for the reconciler and recovery alike.
 """
 
 from __future__ import annotations
@@ -40,20 +39,11 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
-from relay import scripts
-from relay.log import get_logger
-from relay.states import STATUS_TITLES, State
-
-if TYPE_CHECKING:
-    from relay.context import Context
-    from relay.gateway.models import SmsRecord
-
-_log = get_logger("relay.reconcile.matching")
+from relay.states import STATUS_TITLES
 
 MIN_SUFFIX_DIGITS = 9
 """Fewest digits a national number must keep to agree with an international one by suffix."""
@@ -160,7 +150,12 @@ def is_same(message: Submitted, record: GatewayRecord, window: float) -> bool:
     )
 
 
-def _bucket(sendto: str, body: str, customerid: int | None) -> tuple[str, str, int | None]:
+Bucket = tuple[str, str, int | None]
+
+
+def bucket(sendto: str, body: str, customerid: int | None) -> Bucket:
+    """The key identical messages share (recipient, body, customer id): only messages and
+    records of one bucket can match, and two messages of one bucket are twins."""
     return phone_key(sendto), normalise_body(body), customer_key(customerid)
 
 
@@ -181,104 +176,35 @@ def match(
     skipped. Messages are bucketed by recipient, body and customer id, so the work grows
     with the input, not with its square.
     """
-    buckets: dict[tuple[str, str, int | None], list[R]] = defaultdict(list)
+    buckets: dict[Bucket, list[R]] = defaultdict(list)
     for record in records:
         if record.id not in taken and created_ts(record) is not None:
-            buckets[_bucket(record.sendto, record.body, record.customerid)].append(record)
-    for bucket in buckets.values():
-        bucket.sort(key=_record_order)
+            buckets[bucket(record.sendto, record.body, record.customerid)].append(record)
+    for candidates in buckets.values():
+        candidates.sort(key=_record_order)
     found: dict[str, R] = {}
     used: set[int] = set()
     for message in sorted(messages, key=lambda m: (m.submitted, m.id)):
-        bucket = buckets.get(_bucket(message.sendto, message.body, message.customerid), [])
-        chosen = _first_free(bucket, message, window, used)
+        candidates = buckets.get(bucket(message.sendto, message.body, message.customerid), [])
+        chosen = _first_free(candidates, message, window, used)
         if chosen is not None:
             used.add(chosen.id)
             found[message.id] = chosen
     return found
 
 
-def _first_free(bucket: Sequence[R], message: Submitted, window: float, used: set[int]) -> R | None:
-    """The oldest record of ``bucket`` (sorted by created) that is ``message`` and not used."""
-    start = bisect_left(bucket, message.submitted - window, key=lambda r: created_ts(r) or 0.0)
-    for record in bucket[start:]:
+def _first_free(
+    candidates: Sequence[R], message: Submitted, window: float, used: set[int]
+) -> R | None:
+    """The oldest of ``candidates`` (sorted by created) that is ``message`` and not used."""
+    start = bisect_left(candidates, message.submitted - window, key=lambda r: created_ts(r) or 0.0)
+    for record in candidates[start:]:
         created = created_ts(record) or 0.0
         if created > message.submitted + window:
             return None
         if record.id not in used and is_same(message, record, window):
             return record
     return None
-
-
-# --- finding records at the gateway and remembering matches ----------------------------
-
-
-@dataclass
-class Fetch:
-    """Records of one device gathered from ``getallsms`` over a time window."""
-
-    records: dict[int, SmsRecord] = field(default_factory=dict)
-    requests: int = 0
-    complete: bool = True
-
-    def add(self, other: Fetch) -> None:
-        """Take in the records (and the requests and completeness) of another fetch."""
-        self.records.update(other.records)
-        self.requests += other.requests
-        self.complete = self.complete and other.complete
-
-
-def _utc(second: int) -> datetime:
-    return datetime.fromtimestamp(second, tz=UTC)
-
-
-def fetch_records(
-    ctx: Context,
-    device_id: int,
-    begin: float,
-    end: float,
-    *,
-    phone: str | None = None,
-    before_request: Callable[[], None] | None = None,
-) -> Fetch:
-    """Every record of ``device_id`` created between ``begin`` and ``end`` (epoch s, inclusive),
-    only those to ``phone`` when given.
-
-    Dates go as whole UTC seconds. When an answer's ``count`` exceeds the records it holds
-    (the gateway caps answers), the window is split in halves and each half asked again,
-    down to one second; a one-second window still capped is kept as it is (``complete``
-    False, logged): :func:`find_matches` then asks by phone.
-    """
-    fetch = Fetch()
-    stack = [(int(begin // 1), int(-(-end // 1)))]
-    while stack:
-        first, last = stack.pop()
-        if before_request is not None:
-            before_request()
-        answer = ctx.gateway.get_all_sms(
-            device_id=device_id,
-            begindate=_utc(first),
-            enddate=_utc(last),
-            phone=phone,
-            timezone="UTC",
-        )
-        fetch.requests += 1
-        if answer.more_available and last > first:
-            middle = (first + last) // 2
-            stack += [(middle + 1, last), (first, middle)]
-            continue
-        if answer.more_available:
-            fetch.complete = False
-            _log.warning(
-                "matching.window_capped",
-                device=device_id,
-                second=first,
-                count=answer.count,
-                returned=len(answer.records),
-                by_phone=bool(phone),
-            )
-        fetch.records.update((record.id, record) for record in answer.records)
-    return fetch
 
 
 def windows_for(times: Iterable[float], margin: float) -> list[tuple[float, float]]:
@@ -292,6 +218,16 @@ def windows_for(times: Iterable[float], margin: float) -> list[tuple[float, floa
     return windows
 
 
+class StatusRecord(GatewayRecord, Protocol):
+    """A gateway record with its status (``relay.gateway.models.SmsRecord`` has it)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def statustitle(self) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class Observation:
     """What the gateway says of one message: its ``sms_id``, status code and title."""
@@ -301,93 +237,7 @@ class Observation:
     title: str
 
     @classmethod
-    def of(cls, record: SmsRecord) -> Observation:
+    def of(cls, record: StatusRecord) -> Observation:
         return cls(
             record.id, record.status, record.statustitle or STATUS_TITLES.get(record.status, "")
         )
-
-
-def taken_sms_ids(ctx: Context, dev: int, sms_ids: Sequence[int]) -> set[int]:
-    """Which of ``sms_ids`` are already matched to a message (``Keys.sms_index(dev)``)."""
-    if not sms_ids:
-        return set()
-    owners = ctx.conn.hmget(ctx.keys.sms_index(dev), [str(i) for i in sms_ids])
-    return {sms for sms, owner in zip(sms_ids, owners, strict=True) if owner}
-
-
-def record_matches(
-    ctx: Context, dev: int, found: Sequence[tuple[str, Observation]], allowed: Iterable[State]
-) -> set[str]:
-    """Record ``sms_id``/status of messages in ``allowed`` states (``lua/match.lua``).
-
-    Returns the ids recorded; a record another message already holds is refused.
-    """
-    if not found:
-        return set()
-    keys = [ctx.keys.sms_index(dev)] + [ctx.keys.msg(mid) for mid, _ in found]
-    args: list[str | int] = [",".join(s.value for s in allowed)]
-    for mid, obs in found:
-        args += [mid, obs.sms_id, obs.status, obs.title]
-    result = scripts.run(ctx.conn, "match", keys, args)
-    return {mid for (mid, _), ok in zip(found, result, strict=True) if ok}
-
-
-PHONE_LOOKUPS = 100
-"""Most recipients asked for one by one per call of :func:`find_matches`."""
-
-
-def find_matches(
-    ctx: Context,
-    dev: int,
-    messages: Sequence[Submitted],
-    fetch: Fetch,
-    *,
-    window: float,
-    before_request: Callable[[], None] | None = None,
-) -> dict[str, SmsRecord]:
-    """:func:`match` ``messages`` to ``fetch``'s records not yet matched to another message.
-
-    When ``fetch`` is incomplete (a second held more records than the gateway answers),
-    the messages still unmatched are looked for by recipient (``getallsms`` with ``phone``,
-    at most :data:`PHONE_LOOKUPS` recipients); the records found join ``fetch``.
-    """
-    taken = taken_sms_ids(ctx, dev, list(fetch.records))
-    found = match(messages, fetch.records.values(), window=window, taken=taken)
-    missing = [m for m in messages if m.id not in found]
-    if fetch.complete or not missing:
-        return found
-    by_phone: dict[str, list[float]] = defaultdict(list)
-    for m in missing:
-        by_phone[m.sendto].append(m.submitted)
-    for phone, times in list(by_phone.items())[:PHONE_LOOKUPS]:
-        fetch.add(
-            fetch_records(
-                ctx,
-                dev,
-                min(times) - window,
-                max(times) + window,
-                phone=phone,
-                before_request=before_request,
-            )
-        )
-    taken = taken_sms_ids(ctx, dev, list(fetch.records))
-    return match(messages, fetch.records.values(), window=window, taken=taken)
-
-
-INDEX_PRUNE_STEP = 200
-
-
-def prune_index(ctx: Context, dev: int, cursor: int) -> int:
-    """Drop a few ``sms_index`` entries whose message record is gone (expired, so no new
-    message can match that old record any more); returns the HSCAN cursor to go on from."""
-    conn, keys = ctx.conn, ctx.keys
-    answer: Any = conn.hscan(keys.sms_index(dev), cursor, count=INDEX_PRUNE_STEP)
-    cursor, entries = answer
-    if entries:
-        pipe = conn.pipeline(transaction=False)
-        for msg_id in entries.values():
-            pipe.exists(keys.msg(msg_id.decode()))
-        gone = [sms for sms, alive in zip(entries, pipe.execute(), strict=True) if not alive]
-        if gone:
-            conn.hdel(keys.sms_index(dev), *gone)
-    return int(cursor)

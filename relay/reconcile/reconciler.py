@@ -10,11 +10,11 @@ call, given back after the device, left to expire if the process dies):
 2. asks ``getallsms`` for the windows around the submissions of the messages not yet matched
    and of those matched less than ``straggler_after`` seconds ago (nearby submissions share
    one window; a window whose answer counts more records than it holds is split in halves
-   until each answer is complete: :func:`fetch_records`);
-3. matches new records to unmatched messages (:mod:`relay.reconcile.matching`) and records each
+   until each answer is complete);
+3. matches new records to unmatched messages (:mod:`relay.reconcile.lookup`) and records each
    ``sms_id`` once (``lua/match.lua``, which also keeps ``Keys.sms_index(dev)``);
 4. moves messages by status code (6 → ``sent``, 7 → ``delivered``, 8-12/100/101 →
-   ``failed``) with ``Store.transition`` from the states that allow it, so a repeat is a no-op;
+   ``failed``) (:mod:`relay.reconcile.apply`) from the states that allow it, so a repeat is a no-op;
 5. asks ``getsmsstatus`` for *stragglers* (matched long ago, not final, outside the windows),
    at most ``straggler_budget`` per device and pass, least recently checked first;
 6. ends ``sent`` (final) once no report came within ``RELAY_DELIVERY_REPORT_WAIT``, and
@@ -31,35 +31,32 @@ reconciler`` sets it on SIGTERM/SIGINT).
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import threading
-import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
-from relay import scripts
+from relay.connection import text
 from relay.context import Context
 from relay.errors import GatewayError, GatewayRejected
+from relay.lanes import device_sims
 from relay.log import get_logger
-from relay.reconcile.matching import (
-    Fetch,
-    Observation,
-    Submitted,
-    fetch_records,
-    find_matches,
-    prune_index,
-    record_matches,
-    windows_for,
+from relay.processes import Lease, LeaseLost, beat, forget, lease_ttl_ms, process_name
+from relay.reconcile.apply import (
+    PassReport,
+    Tracked,
+    apply_observations,
+    apply_timeouts,
+    load_tracked,
+    settle,
 )
-from relay.states import FINAL_STATES, STATUS_TITLES, State, state_for_code
-from relay.store import Message
+from relay.reconcile.lookup import Fetch, fetch_records, find_matches, prune_index
+from relay.reconcile.matching import Observation, windows_for
+from relay.states import ENDING_STATES, STATUS_TITLES
+from relay.store import read_fields
 
-_log = get_logger("relay.reconcile.reconciler")
+log = get_logger(__name__)
 
 STRAGGLER_AFTER = 900.0
 """Seconds after submission from which a matched message is checked with getsmsstatus."""
@@ -68,54 +65,8 @@ STRAGGLER_BUDGET = 50
 MAX_LOAD = 5000
 """Most pending messages of one device looked at per pass: this many oldest and newest."""
 MAX_BACKOFF = 60.0
-_NOT_WAITING = {s.value.encode() for s in FINAL_STATES | {State.SENT}}
-
-
-def process_name(kind: str) -> str:
-    """A name unique to this process: ``kind:host:pid:random``."""
-    return f"{kind}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-class LeaseLost(Exception):
-    """This process no longer holds the lease it works under (it stalled past the TTL)."""
-
-
-class Lease:
-    """A named lease in Redis held by one owner with a TTL (``lua/lease.lua``)."""
-
-    def __init__(self, conn: redis.Redis, key: str, owner: str, ttl_ms: int) -> None:
-        self.conn, self.key, self.owner, self.ttl_ms = conn, key, owner, ttl_ms
-
-    def hold(self) -> bool:
-        """Take the lease, or renew it when already ours; False when someone else holds it."""
-        return bool(scripts.run(self.conn, "lease", [self.key], [self.owner, self.ttl_ms]))
-
-    def renew(self) -> None:
-        """Renew, or raise :class:`LeaseLost` when another process took it meanwhile."""
-        if not self.hold():
-            raise LeaseLost(self.key)
-
-    def release(self) -> None:
-        """Give the lease back (only if still ours)."""
-        scripts.run(self.conn, "lease", [self.key], [self.owner, 0])
-
-
-@dataclass
-class PassReport:
-    """What one pass did."""
-
-    devices: int = 0
-    busy: int = 0
-    requests: int = 0
-    matched: int = 0
-    changes: dict[str, int] = field(default_factory=dict)
-    settled: int = 0
-    stragglers: int = 0
-    errors: int = 0
-
-    def count(self, state: str, n: int = 1) -> None:
-        if n:
-            self.changes[state] = self.changes.get(state, 0) + n
+_NOT_WAITING = {s.value for s in ENDING_STATES}
+"""States of a message no longer waiting to be sent (so not an urgent device's concern)."""
 
 
 class Reconciler:
@@ -135,8 +86,7 @@ class Reconciler:
         self.straggler_after = straggler_after
         self.straggler_budget = straggler_budget
         self.max_load = max_load
-        s = ctx.settings
-        self.lease_ms = int((s.gateway_timeout * (s.gateway_retries + 1) + 30) * 1000)
+        self.lease_ms = lease_ttl_ms(ctx.settings)
         self._prune_cursor: dict[int, int] = {}
         self._running = False
 
@@ -148,7 +98,7 @@ class Reconciler:
         settings = self.ctx.settings
         last_full, failures = float("-inf"), 0
         self._running = True
-        _log.info("reconciler.start", name=self.name)
+        log.info("reconciler.start", name=self.name)
         while not stop.is_set():
             now = self.ctx.clock.now()
             full = now - last_full >= settings.reconcile_interval
@@ -161,17 +111,17 @@ class Reconciler:
                     failures = failures + 1 if report.errors else 0
             except redis.RedisError as exc:
                 failures += 1
-                _log.error("reconciler.redis_error", error=str(exc))
+                log.error("reconciler.redis_error", error=str(exc))
             except Exception:
                 failures += 1
-                _log.exception("reconciler.pass_crashed")
+                log.exception("reconciler.pass_crashed")
             wait = settings.reconcile_urgent_interval
             if failures:
                 wait = min(MAX_BACKOFF, max(wait, 0.5) * 2 ** min(failures, 10))
             stop.wait(wait)
         self._running = False
-        self.ctx.conn.hdel(self.ctx.keys.processes, self.name)
-        _log.info("reconciler.stop", name=self.name)
+        forget(self.ctx, self.name)
+        log.info("reconciler.stop", name=self.name)
 
     def run_once(self, devices: Iterable[int] | None = None) -> PassReport:
         """One pass over ``devices`` (default: every device with pending messages)."""
@@ -182,7 +132,7 @@ class Reconciler:
                 self.reconcile_device(dev, report)
             except (GatewayError, LeaseLost) as exc:
                 report.errors += 1
-                _log.warning(
+                log.warning(
                     "reconcile.device_failed", device=dev, error=str(exc), kind=type(exc).__name__
                 )
                 if not isinstance(exc, GatewayRejected | LeaseLost):
@@ -191,17 +141,16 @@ class Reconciler:
                 raise
             except Exception:
                 report.errors += 1
-                _log.exception("reconcile.device_crashed", device=dev)
+                log.exception("reconcile.device_crashed", device=dev)
         if report.devices or report.errors:
-            _log.info("reconcile.pass", **{k: v for k, v in vars(report).items() if v})
+            log.info("reconcile.pass", **{k: v for k, v in vars(report).items() if v})
         return report
 
     def pending_devices(self) -> list[int]:
         """Devices with a non-empty pending set (``pending-devices``, plus those of ``lanes``)."""
         conn, keys = self.ctx.conn, self.ctx.keys
         members: Any = conn.smembers(keys.pending_devices)
-        lanes: Any = conn.smembers(keys.lanes)
-        devs = {int(d) for d in members} | {int(m.split(b":")[0]) for m in lanes}
+        devs = {int(d) for d in members} | {p.device for p in device_sims(conn, keys)}
         ordered = sorted(devs)
         pipe = conn.pipeline(transaction=False)
         for dev in ordered:
@@ -216,13 +165,11 @@ class Reconciler:
         """
         conn, keys = self.ctx.conn, self.ctx.keys
         rows: Any = conn.zrange(keys.urgent_waiting, 0, limit - 1)
-        ids = [i.decode() for i in rows]
-        pipe = conn.pipeline(transaction=False)
-        for msg_id in ids:
-            pipe.hmget(keys.msg(msg_id), ["device_id", "state", "final"])
+        ids = [text(i) for i in rows]
+        records = read_fields(conn, keys, ids, ["device_id", "state", "final"])
         devices, stale = set(), []
-        for msg_id, (dev, state, final) in zip(ids, pipe.execute(), strict=True):
-            if dev is None or final == b"1" or state in _NOT_WAITING:
+        for msg_id, (dev, state, final) in zip(ids, records, strict=True):
+            if dev is None or final == "1" or state in _NOT_WAITING:
                 stale.append(msg_id)
             else:
                 devices.add(int(dev))
@@ -264,7 +211,7 @@ class Reconciler:
         rows: Any = conn.zrange(key, 0, half - 1, withscores=True)
         if len(rows) >= half:
             rows += conn.zrange(key, -half, -1, withscores=True)
-        return list({m.decode(): int(score) for m, score in rows}.items())
+        return list({text(m): int(score) for m, score in rows}.items())
 
     def _observe(
         self, dev: int, live: Sequence[Tracked], now_ms: int, lease: Lease, report: PassReport
@@ -314,7 +261,7 @@ class Reconciler:
             try:
                 answer = self.ctx.gateway.get_sms_status(t.sms_id)
             except GatewayRejected as exc:
-                _log.warning("reconcile.status_refused", id=t.id, sms_id=t.sms_id, error=str(exc))
+                log.warning("reconcile.status_refused", id=t.id, sms_id=t.sms_id, error=str(exc))
                 continue
             title = answer.status_description or STATUS_TITLES.get(answer.status, "")
             observed[t.id] = Observation(t.sms_id, answer.status, title)
@@ -326,172 +273,5 @@ class Reconciler:
 
         Only while :meth:`run` runs: a lone ``run_once`` leaves no entry behind.
         """
-        beat = {
-            "kind": "reconciler",
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "seen": self.ctx.now_ms(),
-        }
         if self._running:
-            self.ctx.conn.hset(self.ctx.keys.processes, self.name, json.dumps(beat))
-
-
-# --- pending messages and what the gateway says of them ------------------------------
-
-
-@dataclass(frozen=True)
-class Tracked:
-    """A pending message as one pass sees it (``message`` None: its record is gone)."""
-
-    id: str
-    submitted_ms: int
-    message: Message | None
-    checked_ms: int = 0
-
-    @property
-    def submitted(self) -> float:
-        return self.submitted_ms / 1000
-
-    @property
-    def done(self) -> bool:
-        """Final (or gone): nothing left to follow."""
-        return self.message is None or self.message.final
-
-    @property
-    def state(self) -> State | None:
-        return self.message.state if self.message else None
-
-    @property
-    def sms_id(self) -> int | None:
-        return self.message.sms_id if self.message else None
-
-    def sent_ms(self) -> int | None:
-        sent = self.message.times.get("sent") if self.message else None
-        return round(sent.timestamp() * 1000) if sent else None
-
-    def as_submitted(self) -> Submitted:
-        m = self.message
-        assert m is not None
-        return Submitted(self.id, m.sendto, m.body, m.customerid, self.submitted, m.sim)
-
-
-READ_CHUNK = 1000
-"""Records read per script call (``lua/hashes.lua``, ``lua/records.lua``): Redis is never
-held long by one call, and all the calls of a pass go in one round trip."""
-
-
-def read_records(ctx: Context, ids: Sequence[str], fields: Sequence[str] = ()) -> list[Any]:
-    """The records of ``ids`` in one round trip, decoded from JSON: whole records as dicts
-    (``{}`` when gone), or with ``fields`` a list of those values per record."""
-    keys = [ctx.keys.msg(i) for i in ids]
-    pipe = ctx.conn.pipeline(transaction=False)
-    for start in range(0, len(keys), READ_CHUNK):
-        chunk = keys[start : start + READ_CHUNK]
-        if fields:
-            scripts.run(pipe, "records", chunk, list(fields))
-        else:
-            scripts.run(pipe, "hashes", chunk, [])
-    return [row for answer in pipe.execute() for row in json.loads(answer)]
-
-
-def load_tracked(ctx: Context, rows: Sequence[tuple[str, int]]) -> list[Tracked]:
-    """The records of pending ``rows`` (id, submitted ms), in one round trip."""
-    records = read_records(ctx, [i for i, _ in rows])
-    return [
-        Tracked(i, ms, Message.from_hash(i, raw) if raw else None, int(raw.get("checked", 0)))
-        for (i, ms), raw in zip(rows, records, strict=True)
-    ]
-
-
-_FROM = {
-    State.SENT: [State.SUBMITTED],
-    State.DELIVERED: [State.SUBMITTED, State.SENT],
-    State.FAILED: [State.SUBMITTED, State.SENT],
-}
-
-
-def apply_observations(
-    ctx: Context,
-    dev: int,
-    live: Sequence[Tracked],
-    observed: dict[str, Observation],
-    report: PassReport,
-) -> dict[str, State]:
-    """Record new matches and status codes, then move states; returns id → new state."""
-    fresh = [
-        (t.id, o)
-        for t in live
-        if (o := observed.get(t.id))
-        and t.message
-        and (t.sms_id, t.message.status) != (o.sms_id, o.status)
-    ]
-    recorded = record_matches(ctx, dev, fresh, [State.SUBMITTED, State.SENT])
-    report.matched += sum(1 for t in live if t.id in recorded and t.sms_id is None)
-    targets: dict[State, list[tuple[str, Observation]]] = {}
-    for t in live:
-        obs = observed.get(t.id)
-        ours = obs is not None and (t.sms_id == obs.sms_id or t.id in recorded)
-        target = state_for_code(obs.status) if obs is not None and ours else None
-        if obs is not None and target is not None and t.state != target:
-            targets.setdefault(target, []).append((t.id, obs))
-    changed: dict[str, State] = {}
-    for target, items in targets.items():
-        per = [
-            {"sms_id": o.sms_id, "status": o.status, "statustitle": o.title}
-            | ({"error": o.title} if target == State.FAILED else {})
-            for _, o in items
-        ]
-        ids = ctx.store.transition(
-            [i for i, _ in items],
-            target,
-            _FROM[target],
-            per_message=per,
-            final=target in FINAL_STATES,
-        )
-        changed.update(dict.fromkeys(ids, target))
-        report.count(target.value, len(ids))
-    return changed
-
-
-def apply_timeouts(
-    ctx: Context,
-    live: Sequence[Tracked],
-    changed: dict[str, State],
-    now_ms: int,
-    report: PassReport,
-) -> None:
-    """``sent`` → final after the report wait; ``submitted`` → ``expired`` after the TTL."""
-    s = ctx.settings
-    wait_ms, ttl_ms = int(s.delivery_report_wait * 1000), int(s.status_ttl * 1000)
-    finish, expire = [], []
-    for t in live:
-        state = changed.get(t.id, t.state)
-        sent_ms = now_ms if changed.get(t.id) == State.SENT else t.sent_ms()
-        too_old = now_ms - t.submitted_ms >= ttl_ms
-        if state == State.SENT and (too_old or now_ms - (sent_ms or now_ms) >= wait_ms):
-            finish.append(t.id)
-        elif state == State.SUBMITTED and too_old:
-            expire.append(t.id)
-    # "*": any state not yet final, so a sent message is made final once and only once.
-    done = ctx.store.transition(finish, State.SENT, "*", final=True)
-    report.count("sent_final", len(done))
-    error = {"error": "no final status within the status TTL"}
-    report.count(
-        State.EXPIRED.value,
-        len(ctx.store.transition(expire, State.EXPIRED, [State.SUBMITTED], fields=error)),
-    )
-
-
-def settle(ctx: Context, dev: int, ids: Sequence[str]) -> int:
-    """Final (or gone) messages leave pending; sent urgent ones leave urgent-waiting."""
-    if not ids:
-        return 0
-    leave, sent = [], []
-    states = read_records(ctx, ids, ["state", "final"])
-    for msg_id, (state, final) in zip(ids, states, strict=True):
-        if state is None or state in FINAL_STATES or final == "1":
-            leave.append(msg_id)
-        elif state == "sent":
-            sent.append(msg_id)
-    keys = [ctx.keys.pending(dev), ctx.keys.pending_devices, ctx.keys.urgent_waiting]
-    return int(scripts.run(ctx.conn, "unpend", keys, [dev, len(leave), *leave, *sent]))
+            beat(self.ctx, self.name, "reconciler")

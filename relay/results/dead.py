@@ -9,8 +9,9 @@ and its record expires after ``RELAY_RECORD_TTL`` like every final record.
 - :func:`list_dead` reads them, oldest first.
 - :func:`retry` moves each back: ``rejected → queued`` through :meth:`Store.transition`
   (``attempts`` 0, ``error`` cleared, out of ``dead``), its record kept for good again
-  (``PERSIST``), at the HEAD of its lane in id order (``lua/requeue.lua``, which also arms
-  the lane's ticket), all in one MULTI per device/SIM; then the tickets' RQ jobs are enqueued.
+  (``PERSIST``), at the HEAD of its lane in id order (:func:`relay.lanes.put_back`, which
+  also arms the lane's ticket), all in one MULTI per device/SIM; then the tickets' RQ jobs
+  are enqueued.
 - :func:`purge` deletes the records (and an idempotency key still naming one), out of
   ``dead``. The state counts keep them: they count every message that ended rejected.
 
@@ -21,7 +22,6 @@ has expired is reported missing and leaves ``dead``.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,13 +29,14 @@ from typing import Any
 
 import redis
 
-from relay import scripts
+from relay.clock import from_ms
+from relay.connection import text
 from relay.context import Context
-from relay.dispatch.tickets import Arm, enqueue_tickets, new_job_id
-from relay.keys import BULK, URGENT
+from relay.dispatch.tickets import Arm, enqueue_tickets, fresh_jobs
+from relay.lanes import DeviceSim, put_back
 from relay.log import get_logger
 from relay.states import State
-from relay.store import Message, from_ms
+from relay.store import Message
 
 log = get_logger(__name__)
 
@@ -73,14 +74,10 @@ class Outcome:
         self.not_rejected.update(other.not_rejected)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def dead_ids(ctx: Context) -> list[str]:
     """Every id in ``Keys.dead``, oldest first."""
     members: Any = ctx.conn.zrange(ctx.keys.dead, 0, -1)
-    return [_text(i) for i in members]
+    return [text(i) for i in members]
 
 
 def count_dead(ctx: Context) -> int:
@@ -93,7 +90,7 @@ def list_dead(ctx: Context, limit: int | None = None) -> list[DeadMessage]:
         return []
     end = -1 if limit is None else limit - 1
     rows: Any = ctx.conn.zrange(ctx.keys.dead, 0, end, withscores=True)
-    ids = [_text(member) for member, _ in rows]
+    ids = [text(member) for member, _ in rows]
     records = ctx.store.get_many(ids)
     return [
         DeadMessage(msg_id, from_ms(int(score)), record)
@@ -108,13 +105,13 @@ def retry(ctx: Context, ids: Iterable[str]) -> Outcome:
     """Send rejected messages again: queued at the head of their lanes, attempts reset."""
     outcome = Outcome()
     wanted = list(dict.fromkeys(ids))
-    lanes: dict[tuple[int, int], list[str]] = {}
+    lanes: dict[DeviceSim, list[str]] = {}
     for msg_id, record in zip(wanted, ctx.store.get_many(wanted), strict=True):
         if _sort(ctx, msg_id, record, outcome):
             assert record is not None
-            lanes.setdefault((record.device_id, record.sim), []).append(msg_id)
-    for (dev, sim), lane_ids in sorted(lanes.items()):
-        _retry_lane(ctx, dev, sim, sorted(lane_ids), outcome)
+            lanes.setdefault(DeviceSim(record.device_id, record.sim), []).append(msg_id)
+    for pair, lane_ids in sorted(lanes.items()):
+        _retry_lane(ctx, pair, sorted(lane_ids), outcome)
     if outcome.done:
         log.info("dead.retried", messages=len(outcome.done), lanes=len(lanes))
     return outcome
@@ -132,12 +129,11 @@ def _sort(ctx: Context, msg_id: str, record: Message | None, outcome: Outcome) -
     return True
 
 
-def _retry_lane(ctx: Context, dev: int, sim: int, ids: list[str], outcome: Outcome) -> None:
-    """One MULTI for ``ids`` of ``dev``/``sim`` (in id order), retried while others interfere."""
+def _retry_lane(ctx: Context, pair: DeviceSim, ids: list[str], outcome: Outcome) -> None:
+    """One MULTI for ``ids`` of ``pair`` (in id order), retried while others interfere."""
     k = ctx.keys
     for _ in range(WATCH_TRIES):
-        marker = f"dead-retry-{uuid.uuid4().hex[:12]}"
-        jobs = {kind: new_job_id(kind, dev, sim) for kind in (URGENT, BULK)}
+        jobs = fresh_jobs(k, pair.urgent)
         try:
             with ctx.conn.pipeline(transaction=True) as pipe:
                 _watch(pipe, *(k.msg(i) for i in ids))
@@ -146,42 +142,26 @@ def _retry_lane(ctx: Context, dev: int, sim: int, ids: list[str], outcome: Outco
                     outcome.add(left)
                     return
                 pipe.multi()
-                ctx.store.transition(
+                ctx.store.queue_transition(
+                    pipe,
                     ready,
                     State.QUEUED,
                     [State.REJECTED],
-                    fields={"attempts": 0, "error": "", "batch": marker},
+                    fields={"attempts": 0, "error": ""},
                     rem_index=k.dead,
-                    client=pipe,
                 )
                 for msg_id in ready:
                     pipe.persist(k.msg(msg_id))
-                keys = [
-                    k.lane(URGENT, dev, sim),
-                    k.lane(BULK, dev, sim),
-                    k.ticket(URGENT, dev, sim),
-                    k.ticket(BULK, dev, sim),
-                    k.inflight,
-                    k.batch(marker),
-                    k.pace(dev, sim),
-                    *(k.msg(i) for i in ready),
-                ]
-                args: list[str | int] = [marker, jobs[URGENT], jobs[BULK], 0, 0, *ready]
-                scripts.run(pipe, "requeue", keys, args)
-                result = pipe.execute()
+                back = put_back(pipe, k, pair, ready, batch=None, jobs=jobs)
+                answers = pipe.execute()
         except redis.WatchError:
             continue
-        _, _, set_u, set_b = result[-1]
-        arms = [
-            Arm(kind, dev, sim, jobs[kind])
-            for kind, was_set in ((URGENT, set_u), (BULK, set_b))
-            if int(was_set)
-        ]
-        enqueue_tickets(ctx.conn, k, arms)
+        armed = back.result(answers).armed
+        enqueue_tickets(ctx.conn, k, [Arm(lane, job) for lane, job in armed.items()])
         outcome.add(left)
         outcome.done.extend(ready)
         return
-    raise RuntimeError(f"dead retry of {dev}/{sim}: records kept changing ({WATCH_TRIES} tries)")
+    raise RuntimeError(f"dead retry of {pair.member}: records kept changing ({WATCH_TRIES} tries)")
 
 
 def _watch(pipe: redis.client.Pipeline, *names: str) -> None:
@@ -197,8 +177,8 @@ def _still_rejected(
         state = pipe.hget(ctx.keys.msg(msg_id), "state")
         if state is None:
             left.missing.append(msg_id)
-        elif _text(state) != State.REJECTED.value:
-            left.not_rejected[msg_id] = _text(state)
+        elif text(state) != State.REJECTED.value:
+            left.not_rejected[msg_id] = text(state)
         else:
             ready.append(msg_id)
     return ready, left
@@ -230,10 +210,10 @@ def _purge_one(ctx: Context, msg_id: str, outcome: Outcome) -> None:
                     outcome.add(left)
                     return
                 idem = pipe.hget(key, "key")
-                idem_key = k.idem(_text(idem)) if idem else None
+                idem_key = k.idem(text(idem)) if idem else None
                 if idem_key is not None:
                     _watch(pipe, idem_key)
-                    if _text(pipe.get(idem_key) or b"") != msg_id:
+                    if text(pipe.get(idem_key) or b"") != msg_id:
                         idem_key = None
                 pipe.multi()
                 pipe.delete(key, *([idem_key] if idem_key else []))

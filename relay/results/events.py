@@ -40,11 +40,12 @@ from typing import Any
 
 import redis
 
+from relay.connection import text
 from relay.context import Context
 from relay.log import get_logger
 from relay.states import FINAL_STATES
 
-_log = get_logger("relay.results.events")
+log = get_logger(__name__)
 
 DEFAULT_MIN_IDLE_MS = 60_000
 """Entries unacknowledged this long (ms) are taken over from their consumer."""
@@ -54,10 +55,6 @@ _CLAIM_ROUNDS = 10
 
 _INT_FIELDS = ("device_id", "sim", "customerid", "sms_id", "status")
 _TEXT_FIELDS = ("statustitle", "error")
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True)
@@ -82,11 +79,11 @@ class Event:
     @classmethod
     def from_entry(cls, entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> Event:
         """Parse a stream entry (field values as Redis returns them)."""
-        raw = {_text(k): _text(v) for k, v in fields.items()}
+        raw = {text(k): text(v) for k, v in fields.items()}
         ints = {name: int(raw[name]) if raw.get(name) else None for name in _INT_FIELDS}
         texts = {name: raw.get(name) or None for name in _TEXT_FIELDS}
         return cls(
-            event_id=_text(entry_id),
+            event_id=text(entry_id),
             id=raw.get("id", ""),
             state=raw.get("state", ""),
             prev=raw.get("prev") or None,
@@ -146,7 +143,7 @@ def ensure_group(ctx: Context, group: str, *, start: str = "0") -> bool:
         if "BUSYGROUP" not in str(exc):
             raise
         return False
-    _log.info("events.group_created", group=group, start=start)
+    log.info("events.group_created", group=group, start=start)
     return True
 
 
@@ -178,7 +175,7 @@ def claim_stale(
         if gone:
             ctx.conn.xack(ctx.keys.events, group, *gone)
         events += _parse(entries)
-        if len(events) >= count or _text(cursor) == "0-0":
+        if len(events) >= count or text(cursor) == "0-0":
             break
     return events
 

@@ -17,14 +17,16 @@ while work flows; they agree once it stops.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import redis
 
-from relay.keys import BULK, URGENT, Keys
+from relay.connection import maybe_text, text
+from relay.devices import StoredDevice
+from relay.keys import Keys
+from relay.lanes import DeviceSim
 from relay.states import FINAL_STATES, State
 
 if TYPE_CHECKING:
@@ -32,8 +34,6 @@ if TYPE_CHECKING:
 
 SPLIT_LIMIT = 10_000
 """Most awaiting ids of one device read one by one to split them by SIM (above: per device)."""
-ONLINE_MIN_S = 60.0
-"""A device counts as online when seen within max(this, 3 polls)."""
 OPEN_STATES = tuple(s for s in State if s not in FINAL_STATES and s != State.SENT)
 """States that always mean work is left (``sent`` may be final: its record says)."""
 
@@ -134,29 +134,15 @@ def collect(ctx: Context) -> Stats:
     return reader.read()
 
 
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _parse_lane(member: bytes | str) -> tuple[int, int] | None:
-    dev, _, sim = (_text(member) or "").partition(":")
-    try:
-        return int(dev), int(sim)
-    except ValueError:
-        return None
-
-
 @dataclass
 class _Index:
     """What the first pipeline reads: the sets that say which keys to look at next."""
 
-    lanes: list[tuple[int, int]]
+    lanes: list[DeviceSim]
     batches: list[str]
     verify: list[str]
     counts: dict[str, int]
-    devices: dict[int, str]
+    devices: dict[int, StoredDevice | None]
     timers: dict[str, float]
     pending_devices: set[int]
 
@@ -188,15 +174,15 @@ class _Reader:
         pipe.zrange(k.timers, 0, -1, withscores=True)
         pipe.smembers(k.pending_devices)
         lanes, inflight, verify, counts, devices, timers, pending = pipe.execute()
-        parsed = sorted(p for p in (_parse_lane(m) for m in lanes) if p is not None)
+        parsed = sorted(p for p in map(DeviceSim.parse, lanes) if p is not None)
         return _Index(
             lanes=parsed,
-            batches=[_text(b) or "" for b in inflight],
-            verify=[_text(b) or "" for b in verify],
-            counts={_text(s) or "": int(n) for s, n in counts.items()},
-            devices={int(_text(d) or 0): _text(v) or "" for d, v in devices.items()},
-            timers={_text(m) or "": float(score) for m, score in timers},
-            pending_devices={int(_text(d) or 0) for d in pending},
+            batches=[text(b) for b in inflight],
+            verify=[text(b) for b in verify],
+            counts={text(s): int(n) for s, n in counts.items()},
+            devices={int(text(d)): StoredDevice.parse(int(text(d)), v) for d, v in devices.items()},
+            timers={text(m): float(score) for m, score in timers},
+            pending_devices={int(text(d)) for d in pending},
         )
 
     # --- round trip 2 -------------------------------------------------------------------
@@ -206,17 +192,17 @@ class _Reader:
     ) -> tuple[list[list[Any]], list[list[Any]], dict[int, tuple[int, list[str]]]]:
         k = self.keys
         pipe = self.conn.pipeline(transaction=False)
-        for dev, sim in index.lanes:
-            pipe.llen(k.lane(URGENT, dev, sim))
-            pipe.llen(k.lane(BULK, dev, sim))
-            pipe.zcard(k.sched(URGENT, dev, sim))
-            pipe.zcard(k.sched(BULK, dev, sim))
-            pipe.lindex(k.lane(URGENT, dev, sim), 0)
-            pipe.lindex(k.lane(BULK, dev, sim), 0)
-            pipe.hget(k.pace(dev, sim), "tat")
+        for pair in index.lanes:
+            pipe.llen(k.lane(pair.urgent))
+            pipe.llen(k.lane(pair.bulk))
+            pipe.zcard(k.sched(pair.urgent))
+            pipe.zcard(k.sched(pair.bulk))
+            pipe.lindex(k.lane(pair.urgent), 0)
+            pipe.lindex(k.lane(pair.bulk), 0)
+            pipe.hget(k.pace(pair), "tat")
         for bid in [*index.batches, *index.verify]:
             pipe.hmget(k.batch(bid), ["dev", "sim", "ids"])
-        devices = sorted(index.pending_devices | {dev for dev, _ in index.lanes})
+        devices = sorted(index.pending_devices | {p.device for p in index.lanes})
         split = _multi_sim_devices(index.lanes)
         for dev in devices:
             pipe.zcard(k.pending(dev))
@@ -230,7 +216,7 @@ class _Reader:
         pending: dict[int, tuple[int, list[str]]] = {}
         for dev in devices:
             count = int(next(rest))
-            ids = [_text(i) or "" for i in next(rest)] if dev in split else []
+            ids = [text(i) for i in next(rest)] if dev in split else []
             pending[dev] = (count, ids)
         return per_lane, batch_fields, pending
 
@@ -242,20 +228,23 @@ class _Reader:
         per_lane: list[list[Any]],
         pending: Mapping[int, tuple[int, list[str]]],
     ) -> tuple[dict[str, float], dict[str, int]]:
-        """``t_queued`` (s) of each lane head, and the SIM of each awaiting id to split."""
-        heads = sorted(
-            {_text(h) or "" for row in per_lane for h in (row[4], row[5]) if h is not None}
-        )
+        """When each lane head last joined its lane (s: ``t_requeued``, else ``t_queued``),
+        and the SIM of each awaiting id to split."""
+        heads = sorted({text(h) for row in per_lane for h in (row[4], row[5]) if h is not None})
         split_ids = [i for count, ids in pending.values() if count <= SPLIT_LIMIT for i in ids]
         if not heads and not split_ids:
             return {}, {}
         pipe = self.conn.pipeline(transaction=False)
         for msg_id in heads:
-            pipe.hget(self.keys.msg(msg_id), "t_queued")
+            pipe.hmget(self.keys.msg(msg_id), ["t_requeued", "t_queued"])
         for msg_id in split_ids:
             pipe.hget(self.keys.msg(msg_id), "sim")
         out = pipe.execute()
-        queued_at = {h: int(v) / 1000 for h, v in zip(heads, out, strict=False) if v is not None}
+        queued_at = {
+            h: int(again or first) / 1000
+            for h, (again, first) in zip(heads, out, strict=False)
+            if (again or first) is not None
+        }
         sims = {
             i: int(v) for i, v in zip(split_ids, out[len(heads) :], strict=True) if v is not None
         }
@@ -276,25 +265,26 @@ class _Reader:
         inflight = _batch_sizes(batch_fields[:n_inflight])
         verifying = _batch_sizes(batch_fields[n_inflight:])
         online: dict[int, bool | None] = {
-            dev: _device_online(raw, self.now) for dev, raw in index.devices.items()
+            dev: stored.online(self.now) if stored else None
+            for dev, stored in index.devices.items()
         }
         awaiting = _awaiting_per_lane(index.lanes, pending, pending_sims)
         lanes = []
-        for (dev, sim), row in zip(index.lanes, per_lane, strict=True):
+        for pair, row in zip(index.lanes, per_lane, strict=True):
             u, b, su, sb, head_u, head_b, tat = row
             lane = LaneStats(
-                device_id=dev,
-                sim=sim,
+                device_id=pair.device,
+                sim=pair.sim,
                 urgent=int(u),
                 bulk=int(b),
                 scheduled=int(su) + int(sb),
-                inflight=inflight.get((dev, sim), 0),
-                verifying=verifying.get((dev, sim), 0),
-                awaiting=awaiting.get((dev, sim)),
+                inflight=inflight.get(pair, 0),
+                verifying=verifying.get(pair, 0),
+                awaiting=awaiting.get(pair),
                 oldest_queued_s=self._oldest(heads, head_u, head_b),
-                next_send_at=self._next_send(dev, sim, int(u) + int(b), index.timers),
+                next_send_at=self._next_send(pair, int(u) + int(b), index.timers),
                 pace_tat=float(tat) / 1000 if tat is not None else None,
-                online=online.setdefault(dev, None),
+                online=online.setdefault(pair.device, None),
             )
             lanes.append(lane)
         return Stats(
@@ -309,86 +299,52 @@ class _Reader:
 
     def _oldest(self, heads: Mapping[str, float], *ids: bytes | str | None) -> float | None:
         """Seconds since the earliest ``t_queued`` among the lane heads ``ids``."""
-        times = [heads[i] for i in (_text(x) for x in ids) if i is not None and i in heads]
+        times = [heads[i] for i in map(maybe_text, ids) if i is not None and i in heads]
         return max(0.0, self.now - min(times)) if times else None
 
-    def _next_send(
-        self, dev: int, sim: int, queued: int, timers: Mapping[str, float]
-    ) -> float | None:
+    def _next_send(self, pair: DeviceSim, queued: int, timers: Mapping[str, float]) -> float | None:
         """When the lane's ticket may next run: its timer, or now while work waits, else None."""
         if queued == 0:
             return None
-        due = [
-            timers[m] / 1000
-            for m in (f"{URGENT}:{dev}:{sim}", f"{BULK}:{dev}:{sim}")
-            if m in timers
-        ]
+        members = (pair.urgent.member, pair.bulk.member)
+        due = [timers[m] / 1000 for m in members if m in timers]
         return max(self.now, min(due)) if due else self.now
 
 
-def _multi_sim_devices(lanes: Iterable[tuple[int, int]]) -> set[int]:
+def _multi_sim_devices(lanes: Iterable[DeviceSim]) -> set[int]:
     seen: dict[int, int] = {}
-    for dev, _ in lanes:
-        seen[dev] = seen.get(dev, 0) + 1
+    for pair in lanes:
+        seen[pair.device] = seen.get(pair.device, 0) + 1
     return {dev for dev, n in seen.items() if n > 1}
 
 
-def _batch_sizes(rows: Iterable[list[Any]]) -> dict[tuple[int, int], int]:
-    """Messages per ``(dev, sim)`` in ``[dev, sim, ids]`` batch rows (missing batches skipped)."""
-    sizes: dict[tuple[int, int], int] = {}
+def _batch_sizes(rows: Iterable[list[Any]]) -> dict[DeviceSim, int]:
+    """Messages per device/SIM in ``[dev, sim, ids]`` batch rows (missing batches skipped)."""
+    sizes: dict[DeviceSim, int] = {}
     for dev, sim, ids in rows:
         if dev is None or sim is None or not ids:
             continue
-        lane = (int(dev), int(sim))
-        sizes[lane] = sizes.get(lane, 0) + len([i for i in (_text(ids) or "").split(",") if i])
+        pair = DeviceSim(int(dev), int(sim))
+        sizes[pair] = sizes.get(pair, 0) + len([i for i in text(ids).split(",") if i])
     return sizes
 
 
 def _awaiting_per_lane(
-    lanes: Iterable[tuple[int, int]],
+    lanes: Iterable[DeviceSim],
     pending: Mapping[int, tuple[int, list[str]]],
     sims: Mapping[str, int],
-) -> dict[tuple[int, int], int | None]:
+) -> dict[DeviceSim, int | None]:
     """Awaiting messages per lane: the device's whole count when it has one SIM in use, split by
     SIM when it has several (None when too many to split)."""
     lanes = list(lanes)
     multi = _multi_sim_devices(lanes)
-    result: dict[tuple[int, int], int | None] = {}
-    for dev, sim in lanes:
-        count, ids = pending.get(dev, (0, []))
-        if dev not in multi:
-            result[(dev, sim)] = count
+    result: dict[DeviceSim, int | None] = {}
+    for pair in lanes:
+        count, ids = pending.get(pair.device, (0, []))
+        if pair.device not in multi:
+            result[pair] = count
         elif count > SPLIT_LIMIT:
-            result[(dev, sim)] = None
+            result[pair] = None
         else:
-            result[(dev, sim)] = sum(1 for i in ids if sims.get(i) == sim)
+            result[pair] = sum(1 for i in ids if sims.get(i) == pair.sim)
     return result
-
-
-def _device_online(raw: str, now: float) -> bool | None:
-    """Online from a stored device JSON: its ``online`` flag, else a recent ``lastseen``."""
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    if isinstance(data.get("online"), bool):
-        return bool(data["online"])
-    seen = _epoch(data.get("lastseen"))
-    if seen is None:
-        return None
-    poll = data.get("delaybetweenrequest")
-    window = max(ONLINE_MIN_S, 3 * float(poll)) if isinstance(poll, int | float) else ONLINE_MIN_S
-    return now - seen <= window
-
-
-def _epoch(value: Any) -> float | None:
-    """Epoch seconds from any date the gateway or the stored device JSON writes (None: not one)."""
-    from relay.gateway.dates import parse_gateway_datetime
-
-    try:
-        parsed = parse_gateway_datetime(value)
-    except ValueError:
-        return None
-    return parsed.timestamp() if parsed is not None else None

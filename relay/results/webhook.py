@@ -50,7 +50,7 @@ from relay.errors import WebhookFailed
 from relay.log import get_logger
 from relay.results.events import Event, ack, pending_ids, read_events
 
-_log = get_logger("relay.results.webhook")
+log = get_logger(__name__)
 
 GROUP = "webhook"
 """The consumer group webhooks read the events stream with."""
@@ -161,7 +161,7 @@ def enqueue_jobs(ctx: Context, events: Sequence[Event], *, per_job: int = EVENTS
         Queue.prepare_data(
             JOB_FUNC,
             args=([e.to_dict() for e in events[i : i + per_job]],),
-            job_id=f"webhook-{uuid.uuid4().hex[:16]}",
+            job_id=ctx.keys.job_id("webhook", uuid.uuid4().hex[:16]),
             timeout=timeout,
             result_ttl=0,
             failure_ttl=7 * 86400,
@@ -173,7 +173,7 @@ def enqueue_jobs(ctx: Context, events: Sequence[Event], *, per_job: int = EVENTS
     with ctx.conn.pipeline() as pipe:
         q.enqueue_many(datas, pipeline=pipe)
         pipe.execute()
-    _log.debug("webhook.enqueued", events=len(events), jobs=len(datas))
+    log.debug("webhook.enqueued", events=len(events), jobs=len(datas))
     return len(datas)
 
 
@@ -223,7 +223,7 @@ def deliver_events(ctx: Context, events: Sequence[Event]) -> int:
             failures.append(f"{event.event_id}: {problem}")
     host = urlsplit(url).hostname
     if failures:
-        _log.warning(
+        log.warning(
             "webhook.failed",
             host=host,
             failed=len(failures),
@@ -231,7 +231,7 @@ def deliver_events(ctx: Context, events: Sequence[Event]) -> int:
             first=failures[0],
         )
         raise WebhookFailed(f"{len(failures)} of {len(todo)} events not accepted: {failures[0]}")
-    _log.info("webhook.delivered", host=host, delivered=delivered)
+    log.info("webhook.delivered", host=host, delivered=delivered)
     return delivered
 
 

@@ -1,6 +1,7 @@
-"""``relay run``: worker processes (each with its scheduler thread) and a reconciler, supervised.
+"""The supervisor: worker processes (each with its duties thread) and reconcilers, watched.
 
-The children are ordinary ``relay worker`` and ``relay reconciler`` processes started with
+Behind ``relay run`` (workers and a reconciler) and ``relay worker --processes N``. The
+children are ordinary ``relay worker`` and ``relay reconciler`` processes started with
 the parent's settings in their environment (``RELAY_*``, from :func:`settings_env`), so
 ``--env-file`` and programmatic overrides reach them. A child that dies is restarted
 (after a short backoff); one that keeps dying right after start stops the run with an
@@ -15,7 +16,6 @@ awaiting a status), or gives up after ``timeout`` seconds.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -29,6 +29,7 @@ from typing import IO, TYPE_CHECKING, Any
 from relay.clock import SYSTEM_CLOCK, Clock
 from relay.errors import RelayError
 from relay.log import get_logger
+from relay.processes import read_beats
 from relay.settings import ENV_PREFIX, Settings, settings_env
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ class Child:
     fast_exits: int = 0
     restarts: int = 0
     restart_at: float | None = None
+    done: bool = False
+    """A burst child that finished its work (exit code 0): not restarted."""
 
 
 @dataclass
@@ -84,11 +87,14 @@ class Runner:
     stop_timeout: float = 20.0
     output: IO[Any] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    burst: bool = False
+    """Workers run ``--burst``: one that exits 0 is done, not restarted."""
     children: list[Child] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         base = [sys.executable, "-m", "relay"]
-        self.children = [Child(f"worker-{i + 1}", [*base, "worker"]) for i in range(self.workers)]
+        worker = [*base, "worker", *(["--burst"] if self.burst else [])]
+        self.children = [Child(f"worker-{i + 1}", worker) for i in range(self.workers)]
         self.children += [
             Child(f"reconciler-{i + 1}", [*base, "reconciler"]) for i in range(self.reconcilers)
         ]
@@ -120,9 +126,13 @@ class Runner:
                     child.restarts += 1
                     self._spawn(child)
                 continue
-            if proc is None or proc.poll() is None:
+            if child.done or proc is None or proc.poll() is None:
                 continue
             code = proc.returncode
+            if self.burst and code == 0 and child.name.startswith("worker"):
+                child.done = True
+                log.info("child_done", child=child.name, pid=proc.pid)
+                continue
             fast = now - child.started < FAST_EXIT_S
             child.fast_exits = child.fast_exits + 1 if fast else 0
             log.warning("child_exited", child=child.name, pid=proc.pid, code=code)
@@ -132,6 +142,11 @@ class Runner:
                     f"{child.fast_exits} times; see its log"
                 )
             child.restart_at = now + min(30.0, 0.5 * 2**child.fast_exits)
+
+    @property
+    def finished(self) -> bool:
+        """Every child is done (burst workers that finished their work)."""
+        return all(child.done for child in self.children)
 
     def alive(self) -> list[int]:
         """Pids of the children running now."""
@@ -170,15 +185,7 @@ class Runner:
 
 def _beating(ctx: Context) -> set[int]:
     """Pids of the relay processes with a heartbeat in ``Keys.processes``."""
-    pids: set[int] = set()
-    for raw in ctx.conn.hvals(ctx.keys.processes):
-        try:
-            pid = json.loads(raw).get("pid")
-        except (ValueError, AttributeError):
-            continue
-        if isinstance(pid, int):
-            pids.add(pid)
-    return pids
+    return {b.pid for b in read_beats(ctx).values() if b.pid is not None}
 
 
 def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -264,3 +271,19 @@ def describe_open(settings: Settings) -> str:
     ]
     parts += [f"{stats.awaiting} awaiting a status"] if stats.awaiting else []
     return ", ".join(parts) or "nothing open"
+
+
+def run_workers(
+    settings: Settings, processes: int, *, burst: bool, stop: threading.Event | None = None
+) -> None:
+    """``relay worker --processes N``: ``processes`` worker processes until ``stop`` is set
+    (SIGTERM/SIGINT), or with ``burst`` until each has found relay idle and exited."""
+    stop = stop or threading.Event()
+    runner = Runner(settings, workers=processes, reconcilers=0, burst=burst)
+    runner.start()
+    try:
+        while not stop.is_set() and not runner.finished:
+            runner.supervise()
+            stop.wait(IDLE_POLL_S)
+    finally:
+        runner.stop()

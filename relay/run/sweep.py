@@ -1,15 +1,18 @@
 """The sweep: repairs what crashed processes left behind. Safe to run from many processes.
 
-Every few seconds each worker's scheduler thread calls :func:`sweep`, which
+Every few seconds each worker's duties thread (:mod:`relay.run.duties`) calls :func:`sweep`,
+which
 
 - re-arms every lane (``Keys.lanes``) that holds work but whose ticket is lost: the ticket
   key is missing; or it says ``timer`` but the lane is not on ``timers``; or it names an
   RQ job that no longer exists or waits in no queue (seen so across
   :data:`MISSING_JOB_GRACE_S`, since a producer sets the key a moment before it enqueues
   the job, and a worker pops a job a moment before it starts it), that failed or stopped,
-  or that was started by a worker whose heartbeat in ``Keys.processes`` went silent;
-- forgets processes silent for long, and gives back the leases such dead processes held;
-- calls ``relay.dispatch.recovery``'s ``recover_inflight`` and ``verify_due``.
+  or that was started by a worker that is dead (:func:`relay.processes.is_dead`);
+- gives back the leases dead processes held, and forgets processes silent for long;
+- takes dead workers' in-flight batches to verification
+  (:func:`relay.dispatch.recovery.recover_inflight`) and verifies the batches that are due
+  (:func:`relay.dispatch.verify.verify_due`).
 
 Every re-arm is a compare-and-set on the ticket key (``lua/handoff.lua`` or ``SET NX``), so
 two sweeps never arm the same lane twice; a duplicate job that slips through anyway (the
@@ -18,58 +21,54 @@ old one was only slow) is harmless: ``claim.lua`` makes it a stale run that stop
 
 from __future__ import annotations
 
-import importlib
-import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import redis
 from rq import Queue
 from rq.job import Job
 
-from relay import scripts
-from relay.dispatch.tickets import Arm, enqueue_tickets
-from relay.keys import BULK, URGENT, LaneKind
+from relay.connection import maybe_text
+from relay.context import Context
+from relay.dispatch.recovery import recover_inflight
+from relay.dispatch.tickets import TIMER, Arm, enqueue_tickets, handoff
+from relay.dispatch.verify import verify_due
+from relay.lanes import KINDS, LaneId, device_sims
 from relay.log import get_logger
-
-if TYPE_CHECKING:
-    from relay.context import Context
+from relay.processes import Beat, Lease, is_dead, read_beats
 
 log = get_logger(__name__)
 
-PROCESS_DEAD_AFTER_S = 5.0
-"""A process whose heartbeat is older than this is taken as dead (heartbeats come every second)."""
 PROCESS_FORGET_AFTER_S = 3600.0
 """A dead process's heartbeat entry is removed after this long."""
 MISSING_JOB_GRACE_S = 2.0
 """A ticket naming a job that does not exist is re-armed only when seen so this long."""
 DEAD_JOB_STATES = frozenset({"failed", "stopped", "canceled"})
 
-_suspects: dict[tuple[str, str], tuple[str, float]] = {}
+_suspects: dict[tuple[str, LaneId], tuple[str, float]] = {}
 
 
 @dataclass
 class SweepReport:
-    """What one sweep did. ``recovered``/``verified`` are None when recovery is absent."""
+    """What one sweep did."""
 
     rearmed: list[str] = field(default_factory=list)
     leases_released: list[str] = field(default_factory=list)
     processes_forgotten: list[str] = field(default_factory=list)
-    recovered: int | None = None
-    verified: int | None = None
-
-
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
+    recovered: int = 0
+    verified: int = 0
 
 
 def sweep(ctx: Context, *, missing_grace: float = MISSING_JOB_GRACE_S) -> SweepReport:
     """One sweep (see the module docstring); returns what it did."""
     report = SweepReport()
-    beats = process_heartbeats(ctx)
+    beats = read_beats(ctx)
     report.rearmed = rearm_lost_tickets(ctx, beats, missing_grace=missing_grace)
     report.leases_released, report.processes_forgotten = release_dead(ctx, beats)
-    report.recovered, report.verified = _recover(ctx)
+    try:
+        report.recovered = recover_inflight(ctx)
+        report.verified = verify_due(ctx)
+    except Exception:
+        log.exception("sweep.recovery_failed")
     if report.rearmed or report.leases_released or report.recovered or report.verified:
         log.info(
             "sweep.repaired",
@@ -81,86 +80,41 @@ def sweep(ctx: Context, *, missing_grace: float = MISSING_JOB_GRACE_S) -> SweepR
     return report
 
 
-# --- processes ----------------------------------------------------------------------------
-
-
-def heartbeat(ctx: Context, name: str, kind: str, **extra: Any) -> None:
-    """Record that process ``name`` (e.g. an RQ worker name) is alive now."""
-    beat = {"kind": kind, "seen": ctx.now_ms(), **extra}
-    ctx.conn.hset(ctx.keys.processes, name, json.dumps(beat))
-
-
-def forget_process(ctx: Context, name: str) -> None:
-    """Remove ``name``'s heartbeat (on a clean exit)."""
-    ctx.conn.hdel(ctx.keys.processes, name)
-
-
-def process_heartbeats(ctx: Context) -> dict[str, float]:
-    """Process name → seconds since its last heartbeat."""
-    now = ctx.clock.now()
-    ages: dict[str, float] = {}
-    for name, raw in ctx.conn.hgetall(ctx.keys.processes).items():
-        seen = _seen_seconds(raw)
-        if seen is not None:
-            ages[_text(name) or ""] = now - seen
-    return ages
-
-
-def _seen_seconds(raw: bytes | str) -> float | None:
-    try:
-        seen = json.loads(raw).get("seen")
-    except (ValueError, AttributeError):
-        return None
-    if not isinstance(seen, int | float):
-        return None
-    return seen / 1000 if seen > 1e11 else float(seen)
-
-
-def is_dead(beats: dict[str, float], name: str | None) -> bool:
-    """Whether ``name`` is a relay process whose heartbeat went silent."""
-    return name is not None and name in beats and beats[name] > PROCESS_DEAD_AFTER_S
-
-
 # --- lost tickets -------------------------------------------------------------------------
 
 
-def _lanes(ctx: Context) -> list[tuple[int, int]]:
-    lanes = []
-    for member in ctx.conn.smembers(ctx.keys.lanes):
-        dev, _, sim = (_text(member) or "").partition(":")
-        try:
-            lanes.append((int(dev), int(sim)))
-        except ValueError:
-            continue
-    return lanes
+@dataclass(frozen=True)
+class _Busy:
+    """A lane holding work, and what its ticket says."""
+
+    lane: LaneId
+    holder: str | None
+    on_timer: bool
 
 
 def rearm_lost_tickets(
-    ctx: Context, beats: dict[str, float], *, missing_grace: float = MISSING_JOB_GRACE_S
+    ctx: Context, beats: dict[str, Beat], *, missing_grace: float = MISSING_JOB_GRACE_S
 ) -> list[str]:
-    """Re-arm each lane with work whose ticket is lost; returns the members re-armed."""
-    k, lanes = ctx.keys, _lanes(ctx)
-    slots = [(kind, dev, sim) for dev, sim in lanes for kind in (URGENT, BULK)]
+    """Re-arm each lane with work whose ticket is lost; returns the lane members re-armed."""
+    k = ctx.keys
+    lanes = [pair.lane(kind) for pair in device_sims(ctx.conn, k) for kind in KINDS]
     with ctx.conn.pipeline(transaction=False) as pipe:
-        for kind, dev, sim in slots:
-            pipe.llen(k.lane(kind, dev, sim))
-            pipe.get(k.ticket(kind, dev, sim))
-            pipe.zscore(k.timers, f"{kind}:{dev}:{sim}")
+        for lane in lanes:
+            pipe.llen(k.lane(lane))
+            pipe.get(k.ticket(lane))
+            pipe.zscore(k.timers, lane.member)
         raw = pipe.execute()
-    rows = [
-        (slot, int(raw[3 * i]), _text(raw[3 * i + 1]), raw[3 * i + 2])
-        for i, slot in enumerate(slots)
+    busy = [
+        _Busy(lane, maybe_text(raw[3 * i + 1]), raw[3 * i + 2] is not None)
+        for i, lane in enumerate(lanes)
+        if int(raw[3 * i]) > 0
     ]
-    busy = [(slot, holder, on_timer) for slot, depth, holder, on_timer in rows if depth > 0]
-    jobs = _job_states(ctx, [h for _, h, _ in busy if h and h != "timer"])
-    rearmed = []
-    for (kind, dev, sim), holder, on_timer in busy:
-        lost = _is_lost(
-            ctx, holder, on_timer is not None, jobs, beats, missing_grace, (kind, dev, sim)
-        )
-        if lost and _rearm(ctx, kind, dev, sim, holder):
-            rearmed.append(f"{kind}:{dev}:{sim}")
-    return rearmed
+    jobs = _job_states(ctx, [b.holder for b in busy if b.holder and b.holder != TIMER])
+    return [
+        b.lane.member
+        for b in busy
+        if _is_lost(ctx, b, jobs, beats, missing_grace) and _rearm(ctx, b.lane, b.holder)
+    ]
 
 
 def _job_states(ctx: Context, job_ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
@@ -172,7 +126,7 @@ def _job_states(ctx: Context, job_ids: list[str]) -> dict[str, tuple[str | None,
     with ctx.conn.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
             pipe.hmget(Job.key_for(job_id), ["status", "worker_name", "origin"])
-        raw = [[_text(v) for v in row] for row in pipe.execute()]
+        raw = [[maybe_text(v) for v in row] for row in pipe.execute()]
     found = {job: row for job, row in zip(job_ids, raw, strict=True) if row[0] is not None}
     queued = [(job, row[2] or "") for job, row in found.items() if row[0] == "queued"]
     with ctx.conn.pipeline(transaction=False) as pipe:
@@ -185,30 +139,27 @@ def _job_states(ctx: Context, job_ids: list[str]) -> dict[str, tuple[str | None,
 
 def _is_lost(
     ctx: Context,
-    holder: str | None,
-    on_timer: bool,
+    busy: _Busy,
     jobs: dict[str, tuple[str | None, str | None]],
-    beats: dict[str, float],
+    beats: dict[str, Beat],
     missing_grace: float,
-    slot: tuple[LaneKind, int, int],
 ) -> bool:
+    holder = busy.holder
     if holder is None:
         return True
-    if holder == "timer":
-        return not on_timer
+    if holder == TIMER:
+        return not busy.on_timer
     if holder not in jobs:
-        return _missing_long_enough(ctx, slot, holder, missing_grace)
+        return _missing_long_enough(ctx, busy.lane, holder, missing_grace)
     status, worker = jobs[holder]
     if status in DEAD_JOB_STATES:
         return True
-    return status == "started" and is_dead(beats, worker)
+    return status == "started" and worker is not None and is_dead(ctx, beats.get(worker))
 
 
-def _missing_long_enough(
-    ctx: Context, slot: tuple[LaneKind, int, int], holder: str, grace: float
-) -> bool:
+def _missing_long_enough(ctx: Context, lane: LaneId, holder: str, grace: float) -> bool:
     """True once ``holder`` has named a missing job for ``grace`` seconds (seen by this process)."""
-    key = (ctx.keys.prefix, ":".join(map(str, slot)))
+    key = (ctx.keys.prefix, lane)
     now = ctx.clock.now()
     seen = _suspects.get(key)
     if seen is None or seen[0] != holder:
@@ -220,72 +171,40 @@ def _missing_long_enough(
     return False
 
 
-def _rearm(ctx: Context, kind: LaneKind, dev: int, sim: int, holder: str | None) -> bool:
+def _rearm(ctx: Context, lane: LaneId, holder: str | None) -> bool:
     """Give the lane's ticket to a fresh job if it still holds ``holder``; enqueue that job."""
-    arm = Arm.new(kind, dev, sim)
-    ticket, member = ctx.keys.ticket(kind, dev, sim), f"{kind}:{dev}:{sim}"
+    arm = Arm.new(ctx.keys, lane)
     if holder is None:
-        taken = bool(ctx.conn.set(ticket, arm.job_id, nx=True))
+        taken = bool(ctx.conn.set(ctx.keys.ticket(lane), arm.job_id, nx=True))
     else:
-        args = [holder, arm.job_id, "", "0", member]
-        taken = bool(scripts.run(ctx.conn, "handoff", [ticket, ctx.keys.timers], args))
+        taken = handoff(ctx, lane, holder, arm.job_id)
     if taken:
         enqueue_tickets(ctx.conn, ctx.keys, [arm])
-        log.warning("sweep.rearmed", lane=member, lost=holder or "missing", job=arm.job_id)
+        log.warning("sweep.rearmed", lane=lane.member, lost=holder or "missing", job=arm.job_id)
     return taken
 
 
 # --- dead processes and their leases ------------------------------------------------------
 
 
-def release_dead(ctx: Context, beats: dict[str, float]) -> tuple[list[str], list[str]]:
+def release_dead(ctx: Context, beats: dict[str, Beat]) -> tuple[list[str], list[str]]:
     """Give back known leases held by dead processes; forget long-dead processes."""
-    dead = {name for name, age in beats.items() if age > PROCESS_DEAD_AFTER_S}
+    dead = {name: b for name, b in beats.items() if is_dead(ctx, b)}
     if not dead:
         return [], []
-    names = ["devices-refresh"]
-    names += [f"reconcile:{_text(d)}" for d in ctx.conn.smembers(ctx.keys.pending_devices)]
+    pending: Any = ctx.conn.smembers(ctx.keys.pending_devices)
+    names = ["devices-refresh", *(f"reconcile:{maybe_text(d)}" for d in pending)]
     with ctx.conn.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.get(ctx.keys.lease(name))
-        holders = [_text(h) for h in pipe.execute()]
+        holders = [maybe_text(h) for h in pipe.execute()]
     released = [
         name
         for name, holder in zip(names, holders, strict=True)
-        if holder in dead and _release_lease(ctx, ctx.keys.lease(name), holder)
+        if holder in dead and Lease(ctx.conn, ctx.keys.lease(name), holder, 0).release()
     ]
-    forgotten = [name for name in dead if beats[name] > PROCESS_FORGET_AFTER_S]
+    now_ms = ctx.now_ms()
+    forgotten = [n for n, b in dead.items() if b.age_s(now_ms) > PROCESS_FORGET_AFTER_S]
     if forgotten:
         ctx.conn.hdel(ctx.keys.processes, *forgotten)
     return released, forgotten
-
-
-def _release_lease(ctx: Context, key: str, holder: str) -> bool:
-    """Delete lease ``key`` if it is still held by ``holder`` (WATCH/MULTI compare-and-delete)."""
-    with ctx.conn.pipeline(transaction=True) as pipe:
-        try:
-            pipe.watch(key)  # type: ignore[no-untyped-call]
-            if _text(pipe.get(key)) != holder:
-                return False
-            pipe.multi()
-            pipe.delete(key)
-            pipe.execute()
-        except redis.WatchError:
-            return False
-    return True
-
-
-def _recover(ctx: Context) -> tuple[int | None, int | None]:
-    """``relay.dispatch.recovery``'s inflight recovery and verification, when the module exists."""
-    try:
-        recovery = importlib.import_module("relay.dispatch.recovery")
-    except ImportError:
-        return None, None
-    recovered: int | None = None
-    verified: int | None = None
-    try:
-        recovered = int(recovery.recover_inflight(ctx))
-        verified = int(recovery.verify_due(ctx))
-    except Exception:
-        log.exception("sweep.recovery_failed")
-    return recovered, verified

@@ -13,6 +13,8 @@ Kinds (what the client sees; whether the request was processed):
   ``status``) with an HTML error page. Nothing stored unless ``store=True``.
 - ``token_expired``: the current token is invalidated first (``gettoken`` then hands out
   a new one), so this request is refused for its token.
+- ``busy``: HTTP 200 ``{"error":1,"message":BUSY}``: refused with words that name nothing
+  wrong with the request (a refusal that trying again later may cure); nothing stored.
 
 ``delay`` applies before any kind. A rule with neither ``times`` nor ``rate`` fires once.
 """
@@ -27,8 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SIMPLE_KINDS = frozenset(
-    {"slow", "drop_before", "drop_after", "malformed", "malformed_html", "token_expired"}
+    {"slow", "drop_before", "drop_after", "malformed", "malformed_html", "token_expired", "busy"}
 )
+BUSY = "Server is busy, try again later"
+"""The words of a ``busy`` refusal."""
 _HTTP_KIND = re.compile(r"^http_(5\d\d)$")
 ANY_ENDPOINT = "*"
 

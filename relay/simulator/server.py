@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from relay.simulator.admin import AdminApi
 from relay.simulator.api import GatewayApi, Request
 from relay.simulator.engine import Engine
-from relay.simulator.faults import Fault, FaultInjector
+from relay.simulator.faults import BUSY, Fault, FaultInjector
 from relay.simulator.wire import BadBody, parse_form, parse_json_or_form
 
 GATEWAY_PREFIX = "/getdata/"
@@ -133,6 +133,8 @@ class Router:
             return html_page(fault.status)
         if fault.kind == "malformed_html":
             return Reply(fault.status, PHP_ERROR_PAGE, HTML_TYPE)
+        if fault.kind == "busy":
+            return json_reply({"error": 1, "message": BUSY})
         if fault.kind == "malformed":
             text = json.dumps(answer or {"error": 0, "message": "Sms has been saved successfully"})
             return Reply(fault.status, text[: max(1, len(text) // 2)].encode())
