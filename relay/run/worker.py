@@ -103,7 +103,7 @@ class RelayWorker(SimpleWorker):
         # with RQ's 60 s a worker's teardown (burst end, SIGTERM) could hang for a minute.
         self.pubsub = self.connection.pubsub()
         self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
-        self.pubsub_thread = self.pubsub.run_in_thread(
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ: None
             sleep_time=PUBSUB_WAIT_S,
             daemon=True,
             exception_handler=self._pubsub_exception_handler,
