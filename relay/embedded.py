@@ -277,4 +277,5 @@ def _forget_in_child() -> None:
         server._forget()
 
 
-os.register_at_fork(after_in_child=_forget_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork to inherit the pipe
+    os.register_at_fork(after_in_child=_forget_in_child)
