@@ -17,12 +17,14 @@ def connect(settings: Settings, *, check: bool = True) -> redis.Redis:
 
     With ``check``, PING first and raise :class:`RedisUnavailable` with the URL (password hidden).
     """
+    # TCP keepalive is a TCP option: redis-py refuses it for unix:// sockets.
+    keepalive = {} if settings.redis_url.startswith("unix:") else {"socket_keepalive": True}
     try:
         conn = redis.Redis.from_url(
             settings.redis_url,
             socket_connect_timeout=5,
-            socket_keepalive=True,
             health_check_interval=30,
+            **keepalive,
         )
     except ValueError as exc:
         raise ConfigError(f"RELAY_REDIS_URL: {exc}") from None

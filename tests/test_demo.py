@@ -1,12 +1,14 @@
 """``relay demo`` end to end, small: all messages final, the summary true to the simulator's ledger.
 
-Runs twice: with the embedded fakeredis server (no ``RELAY_REDIS_URL``, as on a machine with
-no Redis) and against the real Redis server the other tests use. Worker and reconciler are
+Runs twice: with the embedded engine (no ``RELAY_REDIS_URL``, as on a machine with no Redis:
+the Valkey server of ``relay.embedded``, gone after the demo) and against the real Redis
+server the other tests use. Worker and reconciler are
 real processes; the gateway is the simulator over HTTP.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
@@ -26,8 +28,10 @@ CONFIG = DemoConfig(
 class Finished:
     """A finished demo run: its summary, the relay records and the simulator's ledger."""
 
-    def __init__(self, demo: Demo, summary: DemoSummary) -> None:
+    def __init__(self, demo: Demo, summary: DemoSummary, kind: str) -> None:
         self.summary = summary
+        self.kind = kind
+        self.redis_pid = int(demo.relay.ctx.conn.info("server")["process_id"])
         self.ids = list(demo.ids)
         self.urgent_ids = list(demo.urgent_ids)
         found = demo.relay.ctx.store.get_many(self.ids)
@@ -44,7 +48,7 @@ def finished(request: pytest.FixtureRequest) -> Iterator[Finished]:
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("RELAY_REDIS_URL", raising=False)
         with Demo(CONFIG, redis_url=url) as demo:
-            run = Finished(demo, demo.run())
+            run = Finished(demo, demo.run(), request.param)
     yield run
     if url is not None:  # the demo cleans up after itself on a real server
         conn = redis.Redis.from_url(url)
@@ -109,6 +113,15 @@ def test_scheduled_messages_wait_for_their_time(finished: Finished) -> None:
     for msg in scheduled:
         stored_at = finished.ledger[msg.sms_id].stored_at  # type: ignore[index]
         assert stored_at >= msg.timetosend.timestamp() - 0.01  # type: ignore[union-attr]
+
+
+def test_the_embedded_demo_runs_on_a_real_server_it_stops(finished: Finished) -> None:
+    if finished.kind != "embedded":
+        assert finished.summary.redis.startswith("redis://")
+        return
+    assert finished.summary.redis.startswith("embedded valkey ")
+    with pytest.raises(ProcessLookupError):  # the demo stopped it on exit
+        os.kill(finished.redis_pid, 0)
 
 
 def _count(values: Iterable[object]) -> dict[object, int]:

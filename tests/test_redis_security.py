@@ -4,9 +4,11 @@
   may touch only relay's keys (``<prefix>:*``) and RQ's (``rq:*``); relay sends and a real
   burst worker dispatches with ``redis://user:password@...``, and the password shows up in
   no output; a wrong password is one line with the password hidden.
-- A TLS-only ``redis-server`` of this test (a self-signed CA and server certificate made
+- A TLS-only Redis server of this test (a self-signed CA and server certificate made
   with the openssl command) takes a send and a burst worker over ``rediss://``, the CA
-  checked; a plain-text client is refused on that port.
+  checked; a plain-text client is refused on that port. The binary is the one
+  :func:`relay.embedded.server_binary` finds (PATH first); the embedded engine is built
+  without TLS, so on a machine with only that the test is skipped, saying so.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pytest
 import redis
 
 from relay.core import Relay
+from relay.embedded import server_binary
 from relay.settings import Settings, load_settings
 from relay.simulator import SimDevice, Simulator
 from relay.states import State
@@ -33,6 +36,8 @@ from tests.fixtures.simulator import MakeSimulator
 from tests.fixtures.workers import settings_env
 
 DEV = 260
+NO_TLS = ("not supported", "Unrecognized", "Failed finding TLS support")
+"""What a server built without TLS says when given ``--tls-port`` (Redis, Valkey)."""
 
 
 def run_relay(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -208,14 +213,15 @@ def make_certificates(workdir: Path) -> None:
 
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[tuple[str, int]]:
-    """A TLS-only redis-server (no plain port): (its rediss:// URL with the CA, its port)."""
-    if shutil.which("redis-server") is None or shutil.which("openssl") is None:
-        pytest.skip("needs redis-server and the openssl command")
+    """A TLS-only Redis server (no plain port): (its rediss:// URL with the CA, its port)."""
+    binary = server_binary()
+    if binary is None or shutil.which("openssl") is None:
+        pytest.skip("needs a Redis server binary and the openssl command")
     make_certificates(tmp_path)
     port = _free_port()
     proc = subprocess.Popen(
         [
-            "redis-server",
+            str(binary),
             "--port",
             "0",
             "--tls-port",
@@ -243,20 +249,21 @@ def tls_redis(tmp_path: Path) -> Iterator[tuple[str, int]]:
     )
     url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={tmp_path / 'ca.crt'}"
     try:
-        _wait_ready(proc, url)
+        _wait_ready(proc, url, binary)
         yield url, port
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str) -> None:
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, binary: Path) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            if "TLS" in out and ("not supported" in out or "Unrecognized" in out):
-                pytest.skip(f"this redis-server has no TLS support: {out.strip()[-200:]}")
+            said = [line for line in out.splitlines() if any(s in line for s in NO_TLS)]
+            if said and "TLS" in said[-1]:
+                pytest.skip(f"{binary} has no TLS support: {said[-1].strip()[-120:]}")
             raise RuntimeError(f"redis-server with TLS did not start: {out[-500:]}")
         try:
             if redis.Redis.from_url(url, socket_connect_timeout=0.5).ping():

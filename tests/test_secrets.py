@@ -48,7 +48,7 @@ from relay.log import configure, get_logger, redact_secrets
 from relay.settings import Settings
 from relay.simulator import SimDevice, Simulator
 from relay.states import State
-from tests.fixtures.redis import REAL_URL
+from tests.fixtures.redis import is_real
 from tests.fixtures.simulator import MakeSimulator
 from tests.fixtures.workers import MakeSettings, StartWorkers, settings_env
 from tests.test_gateway_garbage import StubGateway
@@ -254,7 +254,7 @@ def test_no_secret_leaks_anywhere_in_the_pipeline(
         reconcile_interval=0.2,
         reconcile_urgent_interval=0.1,
     )
-    monitor = Monitor(redis_url) if redis_url == REAL_URL else None  # fakeredis has none
+    monitor = Monitor(redis_url) if is_real(redis_url) else None  # fakeredis has none
     pipe = Pipeline(settings, process_env(settings))
     try:
         ids = _run_pipeline(pipe, settings, sim, receiver, start_workers, redis_conn, tmp_path)

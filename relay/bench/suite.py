@@ -9,6 +9,9 @@ import os
 import time
 from collections.abc import Callable
 from importlib import import_module
+from typing import Any
+
+import redis
 
 from relay.bench.config import MEASURES, BenchConfig
 from relay.bench.env import BenchError, check_real_redis
@@ -25,6 +28,20 @@ def _measure_func(name: str) -> Callable[[BenchConfig], Measurement]:
     return func
 
 
+def engine(url: str, info: dict[str, Any]) -> dict[str, Any]:
+    """What the numbers were measured on: the server (Redis, or Valkey such as the embedded
+    engine), its version and its memory allocator (memory figures depend on it)."""
+    name = str(info.get("server_name") or "redis")
+    found = {k: info.get(k) for k in ("redis_version", "os", "arch_bits", "process_id")}
+    conn = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        allocator = conn.info("memory").get("mem_allocator")
+    finally:
+        conn.close()
+    version = info.get(f"{name}_version") or info.get("redis_version")
+    return found | {"engine": f"{name} {version}", "mem_allocator": allocator}
+
+
 def run(cfg: BenchConfig, on_done: Callable[[Measurement], None] | None = None) -> Results:
     """Make every measurement of ``cfg`` in order; ``on_done`` is told of each as it ends.
 
@@ -34,9 +51,7 @@ def run(cfg: BenchConfig, on_done: Callable[[Measurement], None] | None = None) 
     cfg.log_dir.mkdir(parents=True, exist_ok=True)
     if cfg.profile_dir is not None:
         cfg.profile_dir.mkdir(parents=True, exist_ok=True)
-    results = Results(
-        cfg.to_dict(), {k: info.get(k) for k in ("redis_version", "os", "arch_bits", "process_id")}
-    )
+    results = Results(cfg.to_dict(), engine(cfg.redis_url, info))
     for name in cfg.measures:
         load = os.getloadavg()[0]
         start = time.monotonic()

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from relay.bench.config import MEASURES
 
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
+if TYPE_CHECKING:
+    from rich.console import Console
+
+EMBEDDED = "embedded"
 
 
 @click.command("bench")
 @click.option(
     "--redis-url",
-    default=lambda: os.environ.get("RELAY_REDIS_URL", DEFAULT_URL),
-    show_default="RELAY_REDIS_URL or " + DEFAULT_URL,
-    help="A real Redis server (fakeredis is refused). Keys go under a prefix of the bench's "
-    "own and are deleted afterwards.",
+    default=lambda: os.environ.get("RELAY_REDIS_URL", EMBEDDED),
+    show_default="RELAY_REDIS_URL or " + EMBEDDED,
+    help="A real Redis server (fakeredis is refused); keys go under a prefix of the bench's "
+    "own and are deleted afterwards. 'embedded': the embedded Valkey server (relay.embedded), "
+    "started for the run.",
 )
 @click.option("--quick", is_flag=True, help="Smaller sizes: about a minute.")
 @click.option("--tiny", is_flag=True, hidden=True, help="Smallest sizes (the test suite).")
@@ -61,11 +67,42 @@ def bench(
     the reconciler, beside plain RQ; print a table and write JSON."""
     from rich.console import Console
 
-    from relay.bench.report import Measurement, fmt, render
-    from relay.bench.suite import BenchConfig, BenchError, run
     from relay.log import configure
 
     configure("WARNING", json=True)
+    console = Console(stderr=True)
+    with ExitStack() as stack:
+        if redis_url == EMBEDDED:
+            redis_url = _embedded(stack, console)
+        _bench(redis_url, quick, tiny, json_out, only, profile_dir, log_dir, console)
+
+
+def _embedded(stack: ExitStack, console: Console) -> str:
+    """Start the embedded engine for the run (stopped when ``stack`` closes); its URL."""
+    from relay.embedded import EmbeddedServer
+    from relay.errors import EmbeddedServerError
+
+    try:
+        server = stack.enter_context(EmbeddedServer())
+    except EmbeddedServerError as exc:
+        raise click.ClickException(f"{exc} (or give --redis-url)") from None
+    console.print(f"[dim]redis: the embedded {server.engine}, started for this run[/dim]")
+    return server.url
+
+
+def _bench(
+    redis_url: str,
+    quick: bool,
+    tiny: bool,
+    json_out: Path,
+    only: tuple[str, ...],
+    profile_dir: Path | None,
+    log_dir: Path | None,
+    console: Console,
+) -> None:
+    from relay.bench.report import Measurement, fmt, render
+    from relay.bench.suite import BenchConfig, BenchError, run
+
     mode = "tiny" if tiny else "quick" if quick else "full"
     cfg = BenchConfig.for_mode(
         mode,
@@ -74,7 +111,6 @@ def bench(
         log_dir=log_dir or Path(tempfile.mkdtemp(prefix="relay-bench-")),
         profile_dir=profile_dir,
     )
-    console = Console(stderr=True)
 
     def progress(m: Measurement) -> None:
         status = "failed: " + m.error if m.error else "done"
@@ -87,6 +123,8 @@ def bench(
         raise click.ClickException(str(exc)) from None
     results.write_json(json_out)
     render(results)
+    engine = results.redis
+    click.echo(f"redis: {engine['engine']}, allocator {engine['mem_allocator']}", err=True)
     click.echo(f"JSON written to {json_out}", err=True)
 
 

@@ -39,6 +39,9 @@ from relay.settings import Settings
 
 log = get_logger(__name__)
 
+PUBSUB_WAIT_S = 1.0
+"""Longest wait of one pass of RQ's command-listening thread (RQ's own is 60 s)."""
+
 
 class RelayWorker(SimpleWorker):
     """relay's RQ worker: no fork per job, tolerant of servers without ``CLIENT INFO``.
@@ -70,6 +73,18 @@ class RelayWorker(SimpleWorker):
     def handle_warm_shutdown_request(self) -> None:
         ticket.request_stop()
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]  # rq is untyped
+
+    def subscribe(self) -> None:
+        # RQ's subscribe, with a short wait per pass. Its thread, once the UNSUBSCRIBE reply
+        # is read, waits a whole pass for a new subscription, and redis-py 8's stop() joins it:
+        # with RQ's 60 s a worker's teardown (burst end, SIGTERM) could hang for a minute.
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ: None
+            sleep_time=PUBSUB_WAIT_S,
+            daemon=True,
+            exception_handler=self._pubsub_exception_handler,
+        )
 
 
 def make_worker(

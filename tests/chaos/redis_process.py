@@ -1,14 +1,19 @@
-"""A real Redis server with AOF persistence on a port of its own, killed and restarted by tests."""
+"""A real Redis server with AOF persistence on a port of its own, killed and restarted by tests.
+
+The binary is ``redis-server`` (or ``valkey-server``) on PATH, else the embedded engine's
+(:func:`relay.embedded.server_binary`), so this runs on a machine with no Redis installed.
+"""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
+
+from relay.embedded import server_binary
 
 
 def free_port() -> int:
@@ -18,13 +23,13 @@ def free_port() -> int:
 
 
 class RedisProcess:
-    """``redis-server`` with ``appendonly yes`` / ``appendfsync always`` in ``workdir``."""
+    """A Redis server with ``appendonly yes`` / ``appendfsync always`` in ``workdir``."""
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
-        binary = shutil.which("redis-server")
+        binary = server_binary()
         if binary is None:
-            raise RuntimeError("redis-server is not installed")
-        self.binary = binary
+            raise RuntimeError("no redis-server on PATH and the embedded engine is not installed")
+        self.binary = str(binary)
         self.workdir = workdir
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
