@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from relay import scripts
+from relay import durability, scripts
 from relay.context import Context
 from relay.devices import Pace
 from relay.dispatch.tickets import Arm, enqueue_tickets, new_job_id
@@ -25,6 +25,7 @@ from relay.errors import (
     ConfigError,
     GatewayAuthError,
     GatewayRejected,
+    NotReplicated,
     NotSent,
     OutcomeUnknown,
 )
@@ -77,7 +78,10 @@ class Submitter:
         """Submit the claimed ids as batch ``bid`` and record the outcome; returns its name:
         ``ok``, ``requeued`` (refused, put back or ended rejected), ``not_sent``, ``auth``,
         ``unknown``, ``failed`` (an unexpected error before sending) or ``empty``."""
-        batch = self.start(bid, ids)
+        try:
+            batch = self.start(bid, ids)
+        except NotReplicated as exc:  # RELAY_REDIS_MIN_REPLICAS not met: no call, it waits
+            return self.held_back(self._batch(bid, ids, *exc.results), pace, exc)
         if batch is None:
             return "empty"
         sent = False
@@ -116,7 +120,7 @@ class Submitter:
         Ids that were not ``queued`` (a record gone, or changed meanwhile) are left out.
         """
         store, k = self.ctx.store, self.keys
-        with self.ctx.conn.pipeline(transaction=True) as pipe:
+        with durability.pipeline(self.ctx, what=f"batch {bid}") as pipe:
             store.transition(
                 ids,
                 State.SUBMITTING,
@@ -126,6 +130,10 @@ class Submitter:
             )
             scripts.run(pipe, "records", [k.msg(i) for i in ids], RECORD_FIELDS)
             changed, rows = pipe.execute()
+        return self._batch(bid, ids, changed, rows)
+
+    def _batch(self, bid: str, ids: list[str], changed: list[int], rows: Any) -> Batch | None:
+        """The batch of the ids that moved to ``submitting`` (``start``'s transaction replies)."""
         records = json.loads(rows) if ids else []
         items = [
             self._item(msg_id, rec)
@@ -144,6 +152,22 @@ class Submitter:
             self._drop_batch(bid)
             return None
         return Batch(bid, tuple(items))
+
+    def held_back(self, batch: Batch | None, pace: Pace, exc: NotReplicated) -> str:
+        """Its claim is not on enough replicas (a failover could lose it and resend what the
+        gateway holds): no call; back to the head of its lanes, the ticket backs off."""
+        if batch is not None:
+            self.requeue(batch, pace)
+        log.warning(
+            "dispatch.not_replicated",
+            dev=self.dev,
+            sim=self.sim,
+            kind=self.kind,
+            what=exc.what,
+            acked=exc.acked,
+            wanted=exc.wanted,
+        )
+        return "not_replicated"
 
     def _item(self, msg_id: str, rec: list[str | None]) -> Item:
         """One claimed message from its ``RECORD_FIELDS`` (text, as ``records.lua`` answers)."""

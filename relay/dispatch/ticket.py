@@ -138,7 +138,7 @@ class TicketRun:
                 return "stale"
             if outcome == "unknown" and hold is None:
                 return "released"  # nothing left to send: no need to back off
-            if outcome in ("not_sent", "auth", "failed", "unknown"):
+            if outcome in ("not_sent", "not_replicated", "auth", "failed", "unknown"):
                 return self.park(hold, claim, auth=outcome == "auth")
             if outcome == "requeued":
                 if not self._reown(hold):

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from relay import scripts
+from relay import durability, scripts
 from relay.context import Context
 from relay.dispatch.tickets import Arm, enqueue_tickets
 from relay.errors import ConflictError, NotFoundError, RelayError
@@ -110,7 +110,7 @@ class Producer:
                 arms[lane] = Arm.new(*lane)
         for _ in range(ID_ATTEMPTS):
             keys, args = self._pack(msgs, ids, arms, now_ms)
-            result = scripts.run(self.ctx.conn, "enqueue", keys, args)
+            result = durability.run_script(self.ctx, "enqueue", keys, args, what="send")
             if int(result[0]) == 1:
                 return self._stored(msgs, result, arms)
             _renew(ids, [int(pos) - 1 for pos in result[1]], now_ms)
@@ -169,7 +169,7 @@ class Producer:
         sched = self.keys.sched(kind, msg.device_id, msg.sim)
         if not self._in_lane_or_schedule(msg_id, lane, sched):
             raise self._conflict(msg_id, claimed=True)
-        with self.ctx.conn.pipeline(transaction=True) as pipe:
+        with durability.pipeline(self.ctx, what=f"cancel {msg_id}") as pipe:
             scripts.run(pipe, "cancel", [lane, sched], [msg_id])
             self.ctx.store.transition([msg_id], State.CANCELLED, WAITING_STATES, client=pipe)
             removed, changed = pipe.execute()

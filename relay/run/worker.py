@@ -62,6 +62,8 @@ DEVICES_EVERY_S = 1.0
 WEBHOOK_EVERY_S = 0.2
 TIMERS_PER_TICK = 200
 FAILED_TICK_WAIT_S = 1.0
+LOOP_RESTART_PAUSE_S = 1.0
+"""Pause before RQ's work loop starts again after it quit on an error."""
 
 
 class RelayWorker(SimpleWorker):
@@ -92,8 +94,38 @@ class RelayWorker(SimpleWorker):
         super().check_for_suspension(burst)
 
     def handle_warm_shutdown_request(self) -> None:
+        self.stop_asked = True
         dispatch.request_stop()
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
+
+    stop_asked = False
+
+    def stop_wanted(self) -> bool:
+        """Whether a stop was asked (a signal, or ``stop_event``), as opposed to RQ's loop
+        having quit on an error of its own (a Redis reply lost in a failover)."""
+        return self.stop_asked or (self.stop_event is not None and self.stop_event.is_set())
+
+    def work_until_stopped(self, logging_level: str) -> None:
+        """RQ's :meth:`work`, started again whenever it quits without a stop being asked.
+
+        RQ ends its loop on any error in its own bookkeeping — such as a Redis reply lost
+        when the primary dies — and relay's worker process must outlive a failover, not
+        need a restart. Its registration is renewed under the same name (the heartbeats
+        the sweep reads go under it).
+        """
+        while True:
+            try:
+                self.work(logging_level=logging_level)
+            except redis.RedisError as exc:  # bootstrap or teardown met the outage
+                log.error("worker.loop_failed", worker=self.name, error=str(exc))
+            if self.stop_wanted():
+                return
+            log.warning("worker.loop_restarted", worker=self.name)
+            time.sleep(LOOP_RESTART_PAUSE_S)
+            try:
+                self.register_death()  # type: ignore[no-untyped-call]
+            except redis.RedisError as exc:
+                log.error("worker.loop_failed", worker=self.name, error=str(exc))
 
 
 def worker_name() -> str:
@@ -285,7 +317,7 @@ def _work_forever(ctx: Context, settings: Settings) -> None:
     scheduler = SchedulerThread(settings, name)
     scheduler.start()
     try:
-        worker.work(logging_level=settings.log_level)
+        worker.work_until_stopped(settings.log_level)
     finally:
         scheduler.stop()
         sweep.forget_process(ctx, name)
