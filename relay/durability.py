@@ -26,6 +26,7 @@ With ``RELAY_REDIS_MIN_REPLICAS=0`` (the default) both are the plain calls, at n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from functools import cache
@@ -33,6 +34,7 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
+from redis.sentinel import SentinelConnectionPool
 
 from relay import scripts
 from relay.context import Context
@@ -131,6 +133,16 @@ class ReplicatedPipeline(Pipeline):
 
     def _check(self, acked: Any, results: list[Any]) -> None:
         if int(acked) < self.replicas:
+            self._ask_sentinels()
             raise NotReplicated(
                 self.what, int(acked), self.replicas, self.timeout_s, results=results
             )
+
+    def _ask_sentinels(self) -> None:
+        """A primary without replicas may be one the Sentinels already replaced (it lives
+        on until they demote it): ask them, so the next call goes to the new primary (the
+        pool drops connections to an address that is no longer the primary's)."""
+        pool = self.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            with contextlib.suppress(redis.RedisError):
+                pool.get_master_address()  # type: ignore[no-untyped-call]
