@@ -124,28 +124,51 @@ def connect(settings: Settings, *, check: bool = True) -> redis.Redis:
     """A client for ``settings.redis_url`` (rediss:// and ACL users are URL parts; a
     ``redis+sentinel://`` URL follows the primary through failovers).
 
-    With ``check``, PING first — at once, without waiting for a server — and raise
-    :class:`RedisUnavailable` with the URL (password hidden). Afterwards taking a connection
-    waits up to ``RELAY_REDIS_RECONNECT_TIMEOUT`` for a server.
+    With ``check``, PING first and raise :class:`RedisUnavailable` with the URL (password
+    hidden) when nothing answers — at once, without waiting for a server, unless Sentinels
+    answer (a failover in progress is waited for, as by any call). Afterwards taking a
+    connection waits up to ``RELAY_REDIS_RECONNECT_TIMEOUT`` for a server.
     """
+    sentinel = is_sentinel_url(settings.redis_url)
     try:
-        conn = (
-            _sentinel_client(settings) if is_sentinel_url(settings.redis_url) else _client(settings)
-        )
+        conn = _sentinel_client(settings) if sentinel else _client(settings)
     except ValueError as exc:
         raise ConfigError(f"RELAY_REDIS_URL: {exc}") from None
+    pool = conn.connection_pool
     if check:
         try:
-            conn.ping()
+            try:
+                conn.ping()
+            except redis.ConnectionError:
+                if not (sentinel and _sentinels_answer(pool)):
+                    raise
+                log.warning("redis.no_primary_yet", url=safe_url(settings.redis_url))
+                _set_patience(pool, settings.redis_reconnect_timeout)
+                conn.ping()
         except redis.RedisError as exc:
             conn.close()
             raise RedisUnavailable(
                 f"cannot reach Redis at {safe_url(settings.redis_url)}: {exc}"
             ) from None
-    pool = conn.connection_pool
-    if isinstance(pool, _Patient):
-        pool.patience = settings.redis_reconnect_timeout
+    _set_patience(pool, settings.redis_reconnect_timeout)
     return conn
+
+
+def _set_patience(pool: object, seconds: float) -> None:
+    if isinstance(pool, _Patient):
+        pool.patience = seconds
+
+
+def _sentinels_answer(pool: object) -> bool:
+    """Whether any Sentinel of a Sentinel pool answers a PING."""
+    manager = getattr(pool, "sentinel_manager", None)
+    for node in getattr(manager, "sentinels", []):
+        try:
+            if node.ping():
+                return True
+        except redis.RedisError:
+            continue
+    return False
 
 
 def _client(settings: Settings) -> redis.Redis:
