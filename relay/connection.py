@@ -140,7 +140,7 @@ def connect(settings: Settings, *, check: bool = True) -> redis.Redis:
             try:
                 conn.ping()
             except redis.ConnectionError:
-                if not (sentinel and _sentinels_answer(pool)):
+                if not (sentinel and _sentinels_monitor(pool)):
                     raise
                 log.warning("redis.no_primary_yet", url=safe_url(settings.redis_url))
                 _set_patience(pool, settings.redis_reconnect_timeout)
@@ -159,12 +159,13 @@ def _set_patience(pool: object, seconds: float) -> None:
         pool.patience = seconds
 
 
-def _sentinels_answer(pool: object) -> bool:
-    """Whether any Sentinel of a Sentinel pool answers a PING."""
+def _sentinels_monitor(pool: object) -> bool:
+    """Whether a Sentinel of a Sentinel pool answers and monitors its master (by name)."""
     manager = getattr(pool, "sentinel_manager", None)
+    name = getattr(pool, "service_name", None)
     for node in getattr(manager, "sentinels", []):
         try:
-            if node.ping():
+            if name in node.sentinel_masters():
                 return True
         except redis.RedisError:
             continue

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from relay.connection import RedisUnavailable
 from relay.core import Relay
 from relay.errors import NotReplicated
 from relay.settings import load_settings
@@ -87,3 +88,23 @@ def test_a_killed_primary_costs_a_pause_not_an_error(cluster: ReplicaSet, relay:
     by_port = {n.port: n for n in cluster.replicas}
     stored = by_port[new].client()
     assert stored.exists(relay.ctx.keys.msg(before)) and stored.exists(relay.ctx.keys.msg(after))
+
+
+def test_a_process_starting_during_a_failover_waits_for_the_new_primary(
+    cluster: ReplicaSet,
+) -> None:
+    settings = load_settings(
+        redis_url=cluster.url, key_prefix="s-start", redis_reconnect_timeout=30
+    )
+    cluster.kill_primary()
+    with capture_logs() as logs, Relay(settings) as relay:  # the start-up check waits
+        assert relay.ctx.conn.ping()
+    assert [e for e in logs if e["event"] == "redis.no_primary_yet"]
+
+
+def test_a_master_name_no_sentinel_monitors_fails_at_once(cluster: ReplicaSet) -> None:
+    url = cluster.url.replace(f"/{cluster.master}/", "/no-such-master/")
+    started = time.monotonic()
+    with pytest.raises(RedisUnavailable, match="no-such-master"):
+        Relay(load_settings(redis_url=url, redis_reconnect_timeout=30))
+    assert time.monotonic() - started < 10

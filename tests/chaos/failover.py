@@ -39,6 +39,9 @@ from tests.fixtures.replication import ReplicaSet, replica_set
 
 DEVICES = (711, 712, 713)
 PROCESSES = {"worker": 2, "reconciler": 1}
+CUT_BY_S = 90.0
+"""The primary is cut off at half the messages, or after this long if that comes first (a
+Sentinel re-points a replica replicating through a link after its failover-timeout)."""
 SEND_GIVE_UP_S = 90.0
 """A client gives a send up after retrying it this long (it then counts as not acknowledged)."""
 
@@ -62,6 +65,7 @@ class Report:
     not_final: int = 0
     processes_exited: int = 0
     batches_held_back: int = 0
+    sent_while_cut_off: int = 0
     batches_recovered: int = 0
     seconds: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
@@ -74,6 +78,7 @@ class Report:
             f"longest_send={self.longest_send_s:.2f}s promoted_after={self.promoted_after_s:.2f}s "
             f"lost={self.lost} duplicated={self.duplicated} mismatched={self.mismatched} "
             f"exited={self.processes_exited} held_back={self.batches_held_back} "
+            f"acknowledged_while_cut_off={self.sent_while_cut_off} "
             f"recovered={self.batches_recovered} time={self.seconds:.1f}s"
         )
 
@@ -201,11 +206,15 @@ def _produce(
         finally:
             killed.set()
 
+    began, cut = time.monotonic(), 0.0
     for i in range(size):
-        if i == size // 2:
+        if not cut and (i == size // 2 or time.monotonic() - began > CUT_BY_S):
             rs.isolate_primary()
             threading.Timer(isolate_s, kill).start()
+            cut = time.monotonic()
         producer.send(i)
+        if cut and report.kills == 0:
+            report.sent_while_cut_off += 1
     killed.wait(isolate_s + 90)
 
 
@@ -272,11 +281,9 @@ def _describe(relay: Relay, msg_id: str) -> None:
     dev, sim = int(record.get("device_id", 0)), int(record.get("sim", 0))
     where = {
         "lanes": [
-            kind
-            for kind in ("u", "b")
-            if conn.lpos(k.lane(kind, dev, sim), msg_id) is not None  # type: ignore[arg-type]
+            kind for kind in ("u", "b") if conn.lpos(k.lane(kind, dev, sim), msg_id) is not None
         ],
-        "tickets": [conn.get(k.ticket(kind, dev, sim)) for kind in ("u", "b")],  # type: ignore[arg-type]
+        "tickets": [conn.get(k.ticket(kind, dev, sim)) for kind in ("u", "b")],
         "inflight": conn.zrange(k.inflight, 0, -1, withscores=True),
         "verify": conn.zrange(k.verify, 0, -1, withscores=True),
         "pending": conn.zscore(k.pending(dev), msg_id),
