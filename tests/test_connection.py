@@ -212,3 +212,43 @@ def test_the_worker_starts_rqs_loop_again_after_an_error_of_its_own(
     assert Job.fetch(second.id, connection=ctx.conn).get_status() == "finished"
     assert first.id != second.id
     ctx.close()
+
+
+# --- a primary that was demoted -------------------------------------------------------------
+
+
+class StaleSentinels:
+    """Sentinels answering an old primary first — now a replica — then the new one: what a
+    client can meet in the instant of a failover (real Sentinels cannot be made to do it
+    on cue, so this one stands in for them; the servers behind it are real)."""
+
+    def __init__(self, *ports: int) -> None:
+        self.answers = [("127.0.0.1", port) for port in ports]
+        self.asked = 0
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        answer = self.answers[min(self.asked, len(self.answers) - 1)]
+        self.asked += 1
+        return answer
+
+
+def test_a_write_refused_by_a_demoted_primary_goes_to_the_new_one(tmp_path: Path) -> None:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from relay.connection import FollowingConnection, PatientSentinelPool, PrimaryMoved
+    from tests.fixtures.replication import replica_set
+
+    with replica_set(tmp_path / "pair", replicas=1) as rs:
+        sentinels = StaleSentinels(rs.replicas[0].port, rs.primary.port)
+        pool = PatientSentinelPool(
+            "main",
+            sentinels,
+            connection_class=FollowingConnection,
+            retry=Retry(NoBackoff(), 2, supported_errors=(PrimaryMoved,)),
+        )
+        conn = redis.Redis.from_pool(pool)
+        assert conn.set("moved", "yes")  # READONLY from the replica, then the primary
+        assert sentinels.asked == 2
+        assert rs.primary.client().get("moved") == b"yes"
+        conn.close()
