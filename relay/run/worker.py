@@ -47,6 +47,7 @@ from relay.devices import await_first_sync, refresh_if_stale
 from relay.dispatch import ticket as dispatch
 from relay.dispatch.tickets import Arm, enqueue_tickets
 from relay.dispatch.tickets import queue as ticket_queue
+from relay.errors import RelayError
 from relay.keys import BULK, URGENT, Keys
 from relay.log import get_logger
 from relay.run import sweep
@@ -64,6 +65,13 @@ TIMERS_PER_TICK = 200
 FAILED_TICK_WAIT_S = 1.0
 LOOP_RESTART_PAUSE_S = 1.0
 """Pause before RQ's work loop starts again after it quit on an error."""
+LOOP_QUICK_S = 10.0
+LOOP_QUICK_QUITS = 5
+
+
+class WorkerLoopFailing(RelayError):
+    """RQ's work loop keeps quitting right after it starts (not a passing Redis outage); the
+    worker process ends so that its supervisor sees it. Its log says what RQ met."""
 
 
 class RelayWorker(SimpleWorker):
@@ -75,6 +83,7 @@ class RelayWorker(SimpleWorker):
 
     install_signals = True
     stop_event: threading.Event | None = None
+    stop_asked = False
 
     def _set_ip_address(self, connection: redis.Redis) -> None:
         # fakeredis's TCP server answers CLIENT INFO in a form RQ cannot parse.
@@ -98,8 +107,6 @@ class RelayWorker(SimpleWorker):
         dispatch.request_stop()
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
 
-    stop_asked = False
-
     def stop_wanted(self) -> bool:
         """Whether a stop was asked (a signal, or ``stop_event``), as opposed to RQ's loop
         having quit on an error of its own (a Redis reply lost in a failover)."""
@@ -111,15 +118,25 @@ class RelayWorker(SimpleWorker):
         RQ ends its loop on any error in its own bookkeeping — such as a Redis reply lost
         when the primary dies — and relay's worker process must outlive a failover, not
         need a restart. Its registration is renewed under the same name (the heartbeats
-        the sweep reads go under it).
+        the sweep reads go under it). A loop that keeps quitting at once
+        (:data:`LOOP_QUICK_QUITS` times in a row, each within :data:`LOOP_QUICK_S`) is not
+        an outage: :class:`WorkerLoopFailing` ends the process, for its supervisor to see.
         """
+        quick = 0
         while True:
+            started = time.monotonic()
             try:
                 self.work(logging_level=logging_level)
             except redis.RedisError as exc:  # bootstrap or teardown met the outage
                 log.error("worker.loop_failed", worker=self.name, error=str(exc))
             if self.stop_wanted():
                 return
+            quick = quick + 1 if time.monotonic() - started < LOOP_QUICK_S else 0
+            if quick >= LOOP_QUICK_QUITS:
+                raise WorkerLoopFailing(
+                    f"RQ's work loop quit {quick} times in a row right after starting; "
+                    "its log says why"
+                )
             log.warning("worker.loop_restarted", worker=self.name)
             time.sleep(LOOP_RESTART_PAUSE_S)
             try:
