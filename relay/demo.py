@@ -24,10 +24,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-import redis
-
 from relay.clock import SYSTEM_CLOCK, Clock
-from relay.connection import delete_prefix, safe_url
+from relay.connection import connect, delete_prefix, safe_url
 from relay.log import get_logger
 from relay.settings import Settings, load_settings
 from relay.simulator import LedgerEntry, OutcomeRule, SimDevice, Simulator
@@ -407,7 +405,7 @@ def _percentile(values: list[float], pct: float) -> float | None:
 
 def _delete_keys(settings: Settings) -> None:
     """Remove the demo's keys from a real server (its own prefix, and its RQ queues)."""
-    conn = redis.Redis.from_url(settings.redis_url)
+    conn = connect(settings, check=False)
     try:
         delete_prefix(conn, settings.key_prefix)
     finally:

@@ -5,6 +5,8 @@ Each class says when it is raised and what the caller can do about it.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RelayError(Exception):
     """Base of every error raised by relay on purpose."""
@@ -27,6 +29,40 @@ class ValidationError(RelayError):
         self.reason = message
         where = f"item {index}: " if index is not None else ""
         super().__init__(f"{where}{field}: {message}")
+
+
+class NotReplicated(RelayError):
+    """A write reached the Redis primary but not ``RELAY_REDIS_MIN_REPLICAS`` replicas within
+    ``RELAY_REDIS_WAIT_TIMEOUT`` (replicas down, lagging or cut off): a failover now could
+    lose it, so relay does not acknowledge it.
+
+    Raised by ``send`` / ``send_many`` (and ``cancel``). The write may still take effect: the
+    message may be stored, and sent. Retrying is safe with the same ``key``: a key seen before
+    returns the first id and stores nothing new (without a key a retry may store the message
+    twice). Check the replicas (``INFO replication`` on the primary). A batch whose claim is
+    not replicated never raises this to anyone: it goes back to its lane and waits.
+    ``acked`` / ``wanted`` count replicas; ``results`` holds the replies of the writes.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        acked: int,
+        wanted: int,
+        timeout_s: float,
+        *,
+        results: list[Any] | None = None,
+    ) -> None:
+        self.what = what
+        self.acked = acked
+        self.wanted = wanted
+        self.results: list[Any] = results or []
+        super().__init__(
+            f"{what}: reached the Redis primary but {acked} of {wanted} replicas within "
+            f"{timeout_s:g} s (RELAY_REDIS_MIN_REPLICAS), so it is not acknowledged; it may "
+            "still take effect. Retrying is safe (a send with the same key returns the same "
+            "id and stores nothing new); check the replicas"
+        )
 
 
 class NotFoundError(RelayError):

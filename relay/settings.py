@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from relay.errors import ConfigError
+from relay.sentinel import is_sentinel_url, parse_sentinel_url
 
 ENV_PREFIX = "RELAY_"
 
@@ -31,7 +32,30 @@ class Settings(BaseSettings):
 
     # --- connections
     redis_url: str = Field(
-        "redis://localhost:6379/0", description="Redis server URL (redis://, rediss://, unix://)."
+        "redis://localhost:6379/0",
+        description="Redis server URL (redis://, rediss://, unix://), or Sentinels: "
+        "redis+sentinel://[:password@]h1:26379,h2:26379/<master>/<db>.",
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        None, description="Password of the Sentinels themselves (the data nodes' is in the URL)."
+    )
+    redis_min_replicas: int = Field(
+        0,
+        ge=0,
+        description="Replicas a send, and a batch's claim, must reach (WAIT) before relay "
+        "answers or calls the gateway; 0: no wait.",
+    )
+    redis_wait_timeout: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds to wait for RELAY_REDIS_MIN_REPLICAS before a send fails and a "
+        "batch waits.",
+    )
+    redis_reconnect_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds a Redis call waits for a server to connect to (a restart, a "
+        "failover) before it fails.",
     )
     key_prefix: str = Field(
         "relay", min_length=1, description="Prefix of every Redis key and RQ queue name."
@@ -159,8 +183,11 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
+        if is_sentinel_url(value):
+            parse_sentinel_url(value)  # a ValueError names what is wrong
+            return value
         if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+            raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
         return value
 
     @field_validator("gateway_url", "webhook_url")

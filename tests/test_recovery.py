@@ -13,6 +13,8 @@ import pytest
 
 from relay.clock import FakeClock
 from relay.context import Context, use
+from relay.dispatch import recovery, verify
+from relay.dispatch.batch import load as load_batch
 from relay.dispatch.recovery import recover_inflight
 from relay.dispatch.ticket import run_ticket
 from relay.dispatch.tickets import queue
@@ -358,3 +360,29 @@ def test_dispatch_outcome_unknown_end_to_end(
         lambda: reconciler.run_once() and all(state_of(ctx, i)[0] == State.DELIVERED for i in ids)
     )
     assert sorted(Counter(e.body for e in sim.ledger()).values()) == [1] * 5
+
+
+def test_a_verifier_whose_read_predates_another_sweeps_move_still_checks_them(
+    make_simulator: MakeSimulator, make_ctx: MakeCtx
+) -> None:
+    """Two sweeps at once (every worker's, right after a Redis failover): one takes a dead
+    worker's batch and moves its messages submitting -> unknown just after the other, already
+    verifying that batch, read them as submitting. The reader's own move then finds nothing
+    to do; it must still count them unknown, or it settles the batch without them and they
+    stay unknown for ever (seen in tests/chaos/test_failover.py)."""
+    clock = FakeClock()
+    sim = make_simulator(clock=clock)
+    ctx = make_ctx(sim, clock)
+    ids = put_records(ctx, [{"sendto": PHONE, "body": f"raced {i}"} for i in range(2)])
+    bid = claim(ctx, ids)
+    ctx.gateway.add_many(outgoing(ctx, ids))  # stored; its worker died before recording it
+    ctx.conn.zrem(ctx.keys.inflight, bid)  # taken for verification (take.lua)
+    batch = load_batch(ctx, bid)
+    assert batch is not None
+    read_before = recovery.load_doubts(ctx, batch)
+    ctx.store.transition(ids, State.UNKNOWN, [State.SUBMITTING])  # the other sweep's move
+    doubts = recovery.settle_claimed(ctx, batch, read_before)
+    assert [d.state for d in doubts] == [State.UNKNOWN, State.UNKNOWN]
+    clock.advance(MIN_GRACE_S + 1)
+    assert verify.verify_batch(ctx, batch)
+    assert {state_of(ctx, i)[0] for i in ids} == {State.SUBMITTED}

@@ -7,7 +7,16 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-MEASURES = ("enqueue", "memory", "endtoend", "latency", "calls", "scaleout", "reconcile")
+MEASURES = (
+    "enqueue",
+    "memory",
+    "endtoend",
+    "latency",
+    "calls",
+    "scaleout",
+    "reconcile",
+    "replicas",
+)
 """Every measurement, in the order a run makes them."""
 
 
@@ -54,6 +63,10 @@ class BenchConfig:
     # reconciler
     reconcile_messages: int = 10_000
     reconcile_devices: int = 10
+    # RELAY_REDIS_MIN_REPLICAS=1 against 0
+    replicas_single: int = 3_000
+    replicas_many: int = 30_000
+    replicas_batches: int = 20_000
 
     @classmethod
     def for_mode(cls, mode: str, **overrides: Any) -> BenchConfig:
@@ -73,6 +86,9 @@ class BenchConfig:
                 calls_messages=2_000,
                 scale_messages=6_000,
                 reconcile_messages=2_000,
+                replicas_single=1_500,
+                replicas_many=15_000,
+                replicas_batches=10_000,
             )
         elif mode == "tiny":
             base = replace(
@@ -99,6 +115,9 @@ class BenchConfig:
                 paced_devices=2,
                 reconcile_messages=100,
                 reconcile_devices=2,
+                replicas_single=30,
+                replicas_many=300,
+                replicas_batches=200,
             )
         elif mode != "full":
             raise ValueError(f"unknown mode {mode!r}: full, quick or tiny")

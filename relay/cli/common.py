@@ -144,7 +144,12 @@ _SECRETS: set[str] = set()
 
 
 def _remember_secrets(settings: Settings) -> None:
-    for secret in (settings.gateway_token, settings.gateway_password, settings.webhook_secret):
+    for secret in (
+        settings.gateway_token,
+        settings.gateway_password,
+        settings.webhook_secret,
+        settings.redis_sentinel_password,
+    ):
         if secret is not None and len(secret.get_secret_value()) >= 4:
             _SECRETS.add(secret.get_secret_value())
 

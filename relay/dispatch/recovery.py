@@ -183,8 +183,11 @@ def settle_claimed(ctx: Context, batch: Batch, doubts: list[Doubt]) -> list[Doub
     ]
     if never_sent:
         return_to_lanes(ctx, batch, never_sent, count_attempt=False, settle=False)
+    # A read older than another recovery's own move (two sweeps at once) still says
+    # submitting: such a message is unknown as well, not to be left out of the check (every
+    # later write is conditional on unknown, so one that moved on elsewhere is left alone).
     return [
-        d.with_state(State.UNKNOWN) if d.id in moved else d
+        d.with_state(State.UNKNOWN) if d.id in moved or d.state == State.SUBMITTING else d
         for d in doubts
         if d.state not in WAITING_STATES
     ]

@@ -10,6 +10,9 @@
   ``rejected`` at once with the gateway's words and joins ``dead``; another refusal counts an
   attempt and the message goes back (``refused``: the ticket then waits a backoff before
   trying it again), until ``RELAY_MAX_ATTEMPTS`` attempts end it ``rejected``;
+- ``not_replicated``: the move to ``submitting`` did not reach ``RELAY_REDIS_MIN_REPLICAS``
+  replicas in time (a failover could lose it, and relay would then resend what the gateway
+  holds): no call; back to the head of the lanes, the ticket backs off;
 - ``not_sent`` (the request provably never reached the gateway), ``auth`` (bad or missing
   credentials) or ``failed`` (an error before sending) → back to the head of the lanes,
   pacing given back; the ticket backs off;
@@ -27,11 +30,19 @@ from typing import Any, Literal
 
 import redis
 
+from relay import durability
 from relay.context import Context
 from relay.devices import Pace
 from relay.dispatch import batch as batches
 from relay.dispatch.tickets import Arm, enqueue_tickets, fresh_jobs
-from relay.errors import ConfigError, GatewayAuthError, GatewayRejected, NotSent, OutcomeUnknown
+from relay.errors import (
+    ConfigError,
+    GatewayAuthError,
+    GatewayRejected,
+    NotReplicated,
+    NotSent,
+    OutcomeUnknown,
+)
 from relay.gateway.models import OutgoingSms
 from relay.lanes import LaneId, put_back
 from relay.log import get_logger
@@ -41,9 +52,20 @@ from relay.store import queue_read_fields
 log = get_logger(__name__)
 
 Outcome = Literal[
-    "ok", "bisected", "refused", "rejected", "not_sent", "auth", "unknown", "failed", "empty"
+    "ok",
+    "bisected",
+    "refused",
+    "rejected",
+    "not_sent",
+    "not_replicated",
+    "auth",
+    "unknown",
+    "failed",
+    "empty",
 ]
-"""How one submission ended (see the module docstring); ``empty``: nothing was left to send."""
+"""How one submission ended (see the module docstring); ``empty``: nothing was left to send;
+``not_replicated``: the claim did not reach ``RELAY_REDIS_MIN_REPLICAS`` replicas, so no call
+was made (the messages went back to their lanes)."""
 
 RECORD_FIELDS = ("sendto", "body", "urgent", "customerid", "attempts")
 """What a request needs from a message record."""
@@ -84,6 +106,14 @@ class Submission:
         return [item.id for item in self.items]
 
 
+class _HeldBack(Exception):
+    """``start``'s move to ``submitting`` is not on enough replicas (``cause``)."""
+
+    def __init__(self, sub: Submission | None, cause: NotReplicated) -> None:
+        super().__init__(str(cause))
+        self.sub, self.cause = sub, cause
+
+
 class Submitter:
     """Submits the batches of ``lane``'s device/SIM for its ticket, held by job ``job``."""
 
@@ -97,7 +127,10 @@ class Submitter:
 
     def submit(self, bid: str, ids: list[str], pace: Pace, cap: int = 0) -> Outcome:
         """Submit the claimed ids as batch ``bid`` and record the outcome."""
-        sub = self.start(bid, ids)
+        try:
+            sub = self.start(bid, ids)
+        except _HeldBack as held:  # RELAY_REDIS_MIN_REPLICAS not met: no call, it waits
+            return self.held_back(held.sub, pace, held.cause)
         if sub is None:
             return "empty"
         sent = False
@@ -135,13 +168,24 @@ class Submitter:
 
         Ids that were not ``queued`` (a record gone, or changed meanwhile) are left out.
         """
-        with self.ctx.conn.pipeline(transaction=True) as pipe:
-            moved = self.ctx.store.queue_transition(
-                pipe, ids, State.SUBMITTING, fields={"batch": bid}
-            )
-            read = queue_read_fields(pipe, self.keys, ids, RECORD_FIELDS)
-            answers = pipe.execute()
-        changed, records = set(moved.result(answers)), read.result(answers)
+        try:
+            with durability.pipeline(self.ctx, what=f"batch {bid}") as pipe:
+                moved = self.ctx.store.queue_transition(
+                    pipe, ids, State.SUBMITTING, fields={"batch": bid}
+                )
+                read = queue_read_fields(pipe, self.keys, ids, RECORD_FIELDS)
+                answers = pipe.execute()
+        except NotReplicated as exc:
+            done = exc.results  # the MULTI ran on the primary: its replies are here
+            sub = self._submission(bid, ids, moved.result(done), read.result(done))
+            raise _HeldBack(sub, exc) from exc
+        return self._submission(bid, ids, moved.result(answers), read.result(answers))
+
+    def _submission(
+        self, bid: str, ids: list[str], moved: list[str], records: list[list[str | None]]
+    ) -> Submission | None:
+        """The submission of the ids that moved to ``submitting`` (the records read with it)."""
+        changed = set(moved)
         items = [
             self._item(msg_id, rec)
             for msg_id, rec in zip(ids, records, strict=True)
@@ -157,6 +201,20 @@ class Submitter:
                 pipe.execute()
             return None
         return Submission(bid, tuple(items))
+
+    def held_back(self, sub: Submission | None, pace: Pace, exc: NotReplicated) -> Outcome:
+        """Its claim is not on enough replicas (a failover could lose it and resend what the
+        gateway holds): no call; back to the head of its lanes, the ticket backs off."""
+        if sub is not None:
+            self.requeue(sub, pace)
+        log.warning(
+            "dispatch.not_replicated",
+            **self._lane(),
+            what=exc.what,
+            acked=exc.acked,
+            wanted=exc.wanted,
+        )
+        return "not_replicated"
 
     def _item(self, msg_id: str, rec: list[str | None]) -> Item:
         """One claimed message from its ``RECORD_FIELDS`` (text, as ``records.lua`` answers)."""

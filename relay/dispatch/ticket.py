@@ -100,7 +100,7 @@ class TicketRun:
                 return "stale"
             if outcome == "unknown" and hold is None:
                 return "released"  # nothing left to send: no need to back off
-            if outcome in ("not_sent", "auth", "failed", "unknown", "refused"):
+            if outcome in ("not_sent", "not_replicated", "auth", "failed", "unknown", "refused"):
                 return self.park(hold, got, auth=outcome == "auth")
             if outcome in ("bisected", "rejected"):
                 if not self._reown(hold):

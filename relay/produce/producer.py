@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from relay import scripts
+from relay import durability, scripts
 from relay.connection import text
 from relay.context import Context
 from relay.dispatch.tickets import Arm, enqueue_tickets
@@ -155,7 +155,8 @@ class Producer:
                 keys += (k.msg(msg_id), k.sched(msg.lane), k.msg(msg_id), idem)
                 job = ""
             args.append(_packed(msg, msg_id, job))
-        return Enqueued.of(scripts.call(self.ctx.conn, "enqueue", keys, args), len(msgs))
+        answer = durability.run_script(self.ctx, "enqueue", keys, args, what="send")
+        return Enqueued.of(answer, len(msgs))
 
     # --- cancel --------------------------------------------------------------------
 
@@ -170,7 +171,7 @@ class Producer:
         lane_key, sched = self.keys.lane(lane), self.keys.sched(lane)
         if not self._in_lane_or_schedule(msg_id, lane_key, sched):
             raise self._conflict(msg_id, claimed=True)
-        with self.ctx.conn.pipeline(transaction=True) as pipe:
+        with durability.pipeline(self.ctx, what=f"cancel {msg_id}") as pipe:
             taken = scripts.queue(pipe, "cancel", [lane_key, sched], [msg_id], bool)
             moved = self.ctx.store.queue_transition(pipe, [msg_id], State.CANCELLED)
             answers = pipe.execute()

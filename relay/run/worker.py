@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from relay import context as context_module
 from relay.context import Context
 from relay.devices import await_first_sync
 from relay.dispatch import ticket
+from relay.errors import RelayError
 from relay.log import configure, get_logger
 from relay.processes import forget, process_name
 from relay.run.burst import run_until_idle
@@ -41,6 +43,15 @@ log = get_logger(__name__)
 
 PUBSUB_WAIT_S = 1.0
 """Longest wait of one pass of RQ's command-listening thread (RQ's own is 60 s)."""
+LOOP_RESTART_PAUSE_S = 1.0
+"""Pause before RQ's work loop starts again after it quit on an error."""
+LOOP_QUICK_S = 10.0
+LOOP_QUICK_QUITS = 5
+
+
+class WorkerLoopFailing(RelayError):
+    """RQ's work loop keeps quitting right after it starts (not a passing Redis outage); the
+    worker process ends so that its supervisor sees it. Its log says what RQ met."""
 
 
 class RelayWorker(SimpleWorker):
@@ -52,6 +63,7 @@ class RelayWorker(SimpleWorker):
 
     install_signals = True
     stop_event: threading.Event | None = None
+    stop_asked = False
 
     def _set_ip_address(self, connection: redis.Redis) -> None:
         # fakeredis's TCP server answers CLIENT INFO in a form RQ cannot parse.
@@ -71,8 +83,46 @@ class RelayWorker(SimpleWorker):
         super().check_for_suspension(burst)
 
     def handle_warm_shutdown_request(self) -> None:
+        self.stop_asked = True
         ticket.request_stop()
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]  # rq is untyped
+
+    def stop_wanted(self) -> bool:
+        """Whether a stop was asked (a signal, or ``stop_event``), as opposed to RQ's loop
+        having quit on an error of its own (a Redis reply lost in a failover)."""
+        return self.stop_asked or (self.stop_event is not None and self.stop_event.is_set())
+
+    def work_until_stopped(self, logging_level: str) -> None:
+        """RQ's :meth:`work`, started again whenever it quits without a stop being asked.
+
+        RQ ends its loop on any error in its own bookkeeping — such as a Redis reply lost
+        when the primary dies — and relay's worker process must outlive a failover, not
+        need a restart. Its registration is renewed under the same name (the heartbeats
+        the sweep reads go under it). A loop that keeps quitting at once
+        (:data:`LOOP_QUICK_QUITS` times in a row, each within :data:`LOOP_QUICK_S`) is not
+        an outage: :class:`WorkerLoopFailing` ends the process, for its supervisor to see.
+        """
+        quick = 0
+        while True:
+            started = time.monotonic()
+            try:
+                self.work(logging_level=logging_level)
+            except redis.RedisError as exc:  # bootstrap or teardown met the outage
+                log.error("worker.loop_failed", worker=self.name, error=str(exc))
+            if self.stop_wanted():
+                return
+            quick = quick + 1 if time.monotonic() - started < LOOP_QUICK_S else 0
+            if quick >= LOOP_QUICK_QUITS:
+                raise WorkerLoopFailing(
+                    f"RQ's work loop quit {quick} times in a row right after starting; "
+                    "its log says why"
+                )
+            log.warning("worker.loop_restarted", worker=self.name)
+            time.sleep(LOOP_RESTART_PAUSE_S)
+            try:
+                self.register_death()  # type: ignore[no-untyped-call]  # rq is untyped
+            except redis.RedisError as exc:
+                log.error("worker.loop_failed", worker=self.name, error=str(exc))
 
     def subscribe(self) -> None:
         # RQ's subscribe, with a short wait per pass. Its thread, once the UNSUBSCRIBE reply
@@ -154,7 +204,7 @@ def _work_forever(ctx: Context, settings: Settings) -> None:
     duties = DutiesThread(settings, name)
     duties.start()
     try:
-        worker.work(logging_level=settings.log_level)
+        worker.work_until_stopped(settings.log_level)
     finally:
         duties.stop()
         forget(ctx, name)
