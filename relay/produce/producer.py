@@ -39,7 +39,7 @@ SEP = "\x1f"
 
 
 @dataclass(frozen=True)
-class Enqueued:
+class EnqueueAnswer:
     """What ``lua/enqueue.lua`` answered: the ids (one per message: its own, or the first
     id of its idempotency key), the positions (1-based) whose lane ticket it set; or, when
     ``stored`` is False, the positions whose fresh id was already taken."""
@@ -49,7 +49,7 @@ class Enqueued:
     positions: list[int]
 
     @classmethod
-    def of(cls, answer: list[Any], n: int) -> Enqueued:
+    def of(cls, answer: list[Any], n: int) -> EnqueueAnswer:
         if int(answer[0]) != 1:
             return cls(False, [], [int(pos) for pos in answer[1]])
         return cls(True, [text(i) for i in answer[1 : n + 1]], [int(p) for p in answer[n + 1 :]])
@@ -136,7 +136,7 @@ class Producer:
         ids: Sequence[str],
         arms: Mapping[LaneId, Arm],
         now_ms: int,
-    ) -> Enqueued:
+    ) -> EnqueueAnswer:
         """``lua/enqueue.lua`` for ``msgs`` under ``ids`` (layout in the script's header)."""
         k = self.keys
         keys = [k.counts, k.events, k.lanes, k.sched_due]
@@ -156,7 +156,7 @@ class Producer:
                 job = ""
             args.append(_packed(msg, msg_id, job))
         answer = durability.run_script(self.ctx, "enqueue", keys, args, what="send")
-        return Enqueued.of(answer, len(msgs))
+        return EnqueueAnswer.of(answer, len(msgs))
 
     # --- cancel --------------------------------------------------------------------
 
