@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from relay import scripts
 from relay.context import Context
 from relay.dispatch.tickets import Arm, enqueue_tickets
@@ -189,8 +191,16 @@ class Producer:
             for pos in result[n + 1 :]:
                 msg = msgs[int(pos) - 1]
                 armed.append(arms[(msg.kind, msg.device_id, msg.sim)])
-            enqueue_tickets(self.ctx.conn, self.keys, armed)
-            log.debug("tickets.armed", lanes=[f"{a.kind}:{a.dev}:{a.sim}" for a in armed])
+            lanes = [f"{a.kind}:{a.dev}:{a.sim}" for a in armed]
+            try:
+                enqueue_tickets(self.ctx.conn, self.keys, armed)
+            except redis.RedisError as exc:
+                # The messages are stored (the script ran): answering an error now would
+                # make a caller resend them. A ticket key without its job is re-armed by
+                # the sweep (relay.run.sweep.rearm_lost_tickets).
+                log.warning("tickets.enqueue_failed", lanes=lanes, error=str(exc))
+                return ids
+            log.debug("tickets.armed", lanes=lanes)
         return ids
 
     # --- cancel --------------------------------------------------------------------
