@@ -4,7 +4,7 @@ Each event is ``id: <stream entry id>`` and ``data: <the webhook JSON of the eve
 (:meth:`relay.results.events.Event.to_dict`). A client that reconnects with
 ``Last-Event-ID`` (what ``EventSource`` sends by itself; or ``?last_event_id=``) gets every
 entry after that id still in the stream, so nothing is lost across a disconnect; without it,
-the stream starts at its current end. ``?id=<message id>`` (repeatable) keeps only those
+the stream starts at its current end. ``?timeout=S`` ends it after S seconds. ``?id=<message id>`` (repeatable) keeps only those
 messages' events, ``?final=1`` only events that end a message. A comment line is sent every
 ``RELAY_API_SSE_HEARTBEAT`` seconds so proxies keep the connection open.
 
@@ -75,6 +75,15 @@ async def events(
         Query(description="Resume after this stream id (as the Last-Event-ID header)."),
     ] = None,
     last_event_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    timeout: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            le=86400,
+            description="End the stream after this many seconds (for clients that poll; "
+            "reconnect with Last-Event-ID). Default: never.",
+        ),
+    ] = None,
 ) -> StreamingResponse:
     """Every event after `Last-Event-ID` (else from now on), then each new one as it comes."""
     api = api_state(request)
@@ -98,6 +107,7 @@ async def events(
         keep,
         heartbeat=api.settings.api_sse_heartbeat,
         stopping=lambda: bool(getattr(request.app.state, "stopping", False)),
+        until=None if timeout is None else time.monotonic() + timeout,
     )
     return StreamingResponse(
         body,
@@ -123,12 +133,19 @@ async def _sse(
     *,
     heartbeat: float,
     stopping: Callable[[], bool],
+    until: float | None = None,
 ) -> AsyncIterator[bytes]:
     cursor = start
     last_beat = time.monotonic()
     yield b": connected\n\n"
     while not stopping():
-        block_ms = max(1, int(min(POLL_S, heartbeat) * 1000))
+        wait = min(POLL_S, heartbeat)
+        if until is not None:
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            wait = min(wait, left)
+        block_ms = max(1, int(wait * 1000))
         try:
             answer: Any = await conn.xread({key: cursor}, count=BATCH, block=block_ms)
         except redis.RedisError as exc:
