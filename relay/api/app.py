@@ -112,3 +112,13 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
     docs.install(app)
     app.add_middleware(AccessLog, metrics=RequestMetrics(registry))
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one ``relay serve`` process: settings from the ``RELAY_*`` environment,
+    logging configured as the command's (uvicorn's factory in every server process)."""
+    from relay.log import configure
+
+    settings = load_settings()
+    configure(settings.log_level, settings.log_json)
+    return create_app(settings)

@@ -24,7 +24,7 @@ from relay.settings import Settings, settings_env
 
 log = get_logger(__name__)
 
-APP = "relay.api.app:create_app"
+APP = "relay.api.app:app_from_env"
 
 
 class PortUnavailable(RelayError):
