@@ -22,7 +22,7 @@ from relay.apikeys import ApiKeys
 from relay.context import Context
 from relay.settings import Settings, load_settings
 from tests.chaos.redis_process import RedisProcess
-from tests.fixtures.http import StartServe, free_port, make_key, serve_command
+from tests.fixtures.http import StartServe, make_key, serve_command
 
 MSG = {"sendto": "+4915752982212", "body": "hello", "device_id": 260}
 
@@ -171,8 +171,8 @@ def test_redis_gone_mid_request_is_503_and_nothing_half_stored(
         server.stop()
 
 
-def test_relay_apikey_cli(real_settings: Settings, tmp_path: Path) -> None:
-    cmd, env = serve_command(real_settings, 0)
+def test_relay_apikey_cli(real_settings: Settings) -> None:
+    _cmd, env = serve_command(real_settings, 0)
     base = [sys.executable, "-m", "relay", "apikey"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -4,9 +4,10 @@ Each event is ``id: <stream entry id>`` and ``data: <the webhook JSON of the eve
 (:meth:`relay.results.events.Event.to_dict`). A client that reconnects with
 ``Last-Event-ID`` (what ``EventSource`` sends by itself; or ``?last_event_id=``) gets every
 entry after that id still in the stream, so nothing is lost across a disconnect; without it,
-the stream starts at its current end. ``?timeout=S`` ends it after S seconds. ``?id=<message id>`` (repeatable) keeps only those
-messages' events, ``?final=1`` only events that end a message. A comment line is sent every
-``RELAY_API_SSE_HEARTBEAT`` seconds so proxies keep the connection open.
+the stream starts at its current end; ``?timeout=S`` ends it after S seconds.
+``?id=<message id>`` (repeatable) keeps only those messages' events, ``?final=1`` only events
+that end a message. A comment line is sent every ``RELAY_API_SSE_HEARTBEAT`` seconds so
+proxies keep the connection open.
 
 The reads are ``XREAD BLOCK`` on an asyncio Redis client of the app's own, so an open
 stream holds no worker thread. Blocks are short (at most :data:`POLL_S`), so a stream ends
