@@ -141,7 +141,7 @@ class Settings(BaseSettings):
         8_388_608, ge=1024, description="Largest accepted request body, in bytes (else 413)."
     )
     api_redis_timeout: float = Field(
-        5.0, gt=0, description="Seconds a request waits for Redis before answering 503."
+        2.0, gt=0, description="Seconds a request waits for Redis before answering 503."
     )
     api_retry_after: int = Field(
         5, ge=1, description="Retry-After seconds of a 503 answer while Redis is away."

@@ -200,3 +200,55 @@ def test_relay_apikey_cli(real_settings: Settings) -> None:
     assert run("revoke", "crm").returncode == 0
     assert run("revoke", "crm").returncode == 1
     assert json.loads(run("list", "--json").stdout) == []
+
+
+def test_a_stalled_redis_costs_one_timeout_then_503_at_once(
+    tmp_path: Path, start_serve: StartServe
+) -> None:
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    try:
+        settings = load_settings(
+            redis_url=server.url,
+            key_prefix="stall",
+            log_json=True,
+            api_redis_timeout=1.0,
+            api_retry_after=3,
+        )
+        key = make_key(settings, "ops", "admin")
+        served = start_serve(settings)
+        with httpx.Client(
+            base_url=served.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as c:
+            assert c.post("/v1/messages", json=MSG).status_code == 202
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGSTOP)  # Redis hangs: no answer, no refusal
+            try:
+                began = time.monotonic()
+                first = c.post("/v1/messages", json=MSG, headers={"Idempotency-Key": "k9"})
+                assert first.status_code == 503 and first.headers["retry-after"] == "3"
+                assert "Idempotency-Key" in first.json()["error"]["message"]
+                assert 0.9 <= time.monotonic() - began < 5
+                began = time.monotonic()
+                for _ in range(5):  # the breaker is open: no Redis call, no wait
+                    assert c.get("/v1/stats").status_code == 503
+                    refused = c.post("/v1/messages", json=MSG)
+                    assert refused.status_code == 503
+                    assert "nothing was stored" in refused.json()["error"]["message"]
+                assert c.get("/healthz").status_code == 200
+                assert time.monotonic() - began < 0.9
+            finally:
+                server.proc.send_signal(signal.SIGCONT)
+            deadline = time.monotonic() + 15
+            while c.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            # the timed-out request may have reached the stalled Redis: its key tells
+            again = c.post("/v1/messages", json=MSG, headers={"Idempotency-Key": "k9"})
+            assert again.status_code in (200, 202)
+        conn = redis.Redis.from_url(server.url)
+        assert conn.hget("stall:counts", "queued") == b"2"
+        conn.close()
+        assert served.stop() == 0
+    finally:
+        server.stop()

@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
     registry.register(RelayCollector(relay.ctx))
     app.state.registry = registry
     errors.install(app, settings.api_retry_after)
+    app.include_router(messages.send_router)
     for module in (messages, results, events, health, dropin):
         app.include_router(module.router)
     docs.install(app)

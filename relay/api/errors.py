@@ -97,12 +97,12 @@ def install(app: FastAPI, retry_after: int) -> None:
         return ApiError(409, str(exc)).response()
 
     async def redis_down(request: Request, exc: Exception) -> JSONResponse:
+        from relay.api.state import redis_unavailable
+
         log.warning("http.redis_unavailable", route=_route(request), error=type(exc).__name__)
-        return ApiError(
-            503,
-            "relay's Redis is not reachable; nothing was stored, try again later",
-            headers={"Retry-After": str(retry_after)},
-        ).response()
+        if isinstance(exc, redis.ConnectionError | redis.TimeoutError | RedisUnavailable):
+            request.app.state.api.redis_failed()
+        return redis_unavailable(retry_after, attempted=True).response()
 
     async def http_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

@@ -25,7 +25,6 @@ from typing import Annotated, Any
 import redis
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Header, Query, Request, Security
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from relay.api.auth import authorize, bearer
@@ -88,7 +87,8 @@ async def events(
 ) -> StreamingResponse:
     """Every event after `Last-Event-ID` (else from now on), then each new one as it comes."""
     api = api_state(request)
-    await run_in_threadpool(authorize, request, api.keys, READ)
+    api.redis_usable()
+    authorize(request, api.keys, READ)
     after = last_event_header or last_event_id
     if after is not None and _STREAM_ID.fullmatch(after.strip()) is None:
         raise ApiError(422, "must be a stream id such as 1718000000000-0", field="Last-Event-ID")

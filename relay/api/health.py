@@ -53,6 +53,7 @@ def _ready(api: ApiState) -> JSONResponse:
             conn.script_load(source)
     if not all(conn.script_exists(*shas)):
         raise ApiError(503, "relay's scripts could not be loaded into Redis")
+    api.redis_ok()
     return JSONResponse({"status": "ready"})
 
 

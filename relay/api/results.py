@@ -40,7 +40,9 @@ STATS_EXAMPLE = {
 async def stats(request: Request) -> JSONResponse:
     """The `relay stats --json` document: per device/SIM lane depths, in flight, awaiting a
     status, oldest queued age; totals by state."""
-    return await run_in_threadpool(_stats, request, api_state(request))
+    api = api_state(request)
+    api.redis_usable()
+    return await run_in_threadpool(_stats, request, api)
 
 
 def _stats(request: Request, api: ApiState) -> JSONResponse:
@@ -60,7 +62,9 @@ def _stats(request: Request, api: ApiState) -> JSONResponse:
 async def devices(request: Request) -> JSONResponse:
     """The devices as relay last synced them from the gateway (the workers refresh them),
     with the send interval and burst relay uses per SIM (`relay devices --no-sync --json`)."""
-    return await run_in_threadpool(_devices, request, api_state(request))
+    api = api_state(request)
+    api.redis_usable()
+    return await run_in_threadpool(_devices, request, api)
 
 
 def _devices(request: Request, api: ApiState) -> JSONResponse:
@@ -84,7 +88,9 @@ async def dead(
     ] = 100,
 ) -> JSONResponse:
     """Messages the gateway kept refusing (`relay dead list --json`), oldest first."""
-    return await run_in_threadpool(_dead, request, api_state(request), limit)
+    api = api_state(request)
+    api.redis_usable()
+    return await run_in_threadpool(_dead, request, api, limit)
 
 
 def _dead(request: Request, api: ApiState, limit: int) -> JSONResponse:
@@ -103,7 +109,9 @@ def _dead(request: Request, api: ApiState, limit: int) -> JSONResponse:
 )
 async def retry_dead(request: Request, msg_id: str) -> JSONResponse:
     """Queue it again at the head of its lane, attempts reset (admin keys only)."""
-    return await run_in_threadpool(_dead_action, request, api_state(request), msg_id, "retry")
+    api = api_state(request)
+    api.redis_usable()
+    return await run_in_threadpool(_dead_action, request, api, msg_id, "retry")
 
 
 @router.delete(
@@ -115,7 +123,9 @@ async def retry_dead(request: Request, msg_id: str) -> JSONResponse:
 )
 async def purge_dead(request: Request, msg_id: str) -> JSONResponse:
     """Delete its record for good (admin keys only)."""
-    return await run_in_threadpool(_dead_action, request, api_state(request), msg_id, "purge")
+    api = api_state(request)
+    api.redis_usable()
+    return await run_in_threadpool(_dead_action, request, api, msg_id, "purge")
 
 
 def _dead_action(request: Request, api: ApiState, msg_id: str, action: str) -> JSONResponse:
