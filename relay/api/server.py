@@ -91,3 +91,45 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
     else:
         uvicorn.Server(config).run(sockets=[sock])
     log.info("serve.stopped")
+
+
+class ServerThread:
+    """The app served by uvicorn from a thread of this process (the demo, tests): ``url``
+    once started, :meth:`stop` to end it."""
+
+    def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int = 0) -> None:
+        import threading
+
+        import uvicorn
+
+        from relay.api.app import create_app
+
+        self.sock = bind(host, port)
+        self.url = f"http://{host}:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(
+            create_app(settings),
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_config=None,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="relay-api", daemon=True
+        )
+
+    def start(self, timeout: float = 20.0) -> ServerThread:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        self.sock.close()
