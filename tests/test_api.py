@@ -307,6 +307,33 @@ def test_purge_dead(api: ApiServer) -> None:
         assert error_of(c.get(f"/v1/messages/{dead_id}"), 404)
 
 
+# --- keys -------------------------------------------------------------------------------
+
+
+def test_admin_manages_keys_over_http(api: ApiServer) -> None:
+    with api.client() as c:
+        made = c.post("/v1/keys", json={"name": "crm", "scope": "read"})
+        assert made.status_code == 201, made.text
+        key = made.json()["key"]
+        assert made.json()["scopes"] == ["read"] and key.startswith("rk_")
+        assert error_of(c.post("/v1/keys", json={"name": "crm"}), 409)["code"] == "conflict"
+        assert error_of(c.post("/v1/keys", json={"name": "x y"}), 422)["field"] == "name"
+        assert (
+            error_of(c.post("/v1/keys", json={"name": "z", "scope": "root"}), 422)["field"]
+            == "scope"
+        )
+        listed = c.get("/v1/keys").json()
+        assert {k["name"] for k in listed} == {"admin", "crm"}
+        assert key not in c.get("/v1/keys").text
+        with api.client(key) as reader:
+            assert reader.get("/v1/stats").status_code == 200
+            assert error_of(reader.get("/v1/keys"), 403)
+            assert error_of(reader.post("/v1/keys", json={"name": "mine"}), 403)
+            assert c.delete("/v1/keys/crm").json()["name"] == "crm"
+            assert error_of(reader.get("/v1/stats"), 401)
+        assert error_of(c.delete("/v1/keys/crm"), 404)
+
+
 # --- health, metrics, errors of the framework ------------------------------------------
 
 
@@ -357,6 +384,8 @@ def test_openapi_document_and_docs_need_no_cdn(api: ApiServer) -> None:
         "/healthz",
         "/readyz",
         "/metrics",
+        "/v1/keys",
+        "/v1/keys/{name}",
     } <= set(doc["paths"])
     assert doc["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
     send = doc["paths"]["/v1/messages"]["post"]

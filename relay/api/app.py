@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from relay.api import docs, dropin, errors, events, health, messages, results
+from relay.api import docs, dropin, errors, events, health, keys, messages, results
 from relay.api.access import AccessLog, RequestMetrics
 from relay.api.state import ApiState
 from relay.apikeys import ApiKeys
@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
     app.state.registry = registry
     errors.install(app, settings.api_retry_after)
     app.include_router(messages.send_router)
-    for module in (messages, results, events, health, dropin):
+    for module in (messages, results, events, keys, health, dropin):
         app.include_router(module.router)
     docs.install(app)
     app.add_middleware(AccessLog, metrics=RequestMetrics(registry))

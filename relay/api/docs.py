@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from relay.api.schemas import BatchIn, MessageIn
+from relay.api.schemas import BatchIn, KeyIn, MessageIn
 
 ASSETS = "/docs/assets"
 
@@ -64,7 +64,7 @@ def install(app: FastAPI) -> None:
                 routes=app.routes,
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (MessageIn, BatchIn):
+            for model in (MessageIn, BatchIn, KeyIn):
                 body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 for name, sub in body.pop("$defs", {}).items():
                     components.setdefault(name, sub)

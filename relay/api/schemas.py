@@ -157,6 +157,47 @@ class DeadDone(BaseModel):
     state: str = Field(description="queued after a retry, purged after a purge.")
 
 
+class KeyIn(BaseModel):
+    """A key to create."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "billing", "scope": "send"}]}
+    )
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="Unique name of the key."
+    )
+    scope: str = Field("send", pattern="^(send|read|admin)$")
+
+
+class ApiKeyOut(BaseModel):
+    """An API key as stored (never the key itself)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "billing",
+                    "scopes": ["send"],
+                    "created_ms": 1893553445120,
+                    "last_used_ms": None,
+                }
+            ]
+        }
+    )
+
+    name: str
+    scopes: list[str]
+    created_ms: int
+    last_used_ms: int | None
+
+
+class NewApiKey(ApiKeyOut):
+    """A key just made: ``key`` is shown this once."""
+
+    key: str
+
+
 class Health(BaseModel):
     status: str
 
