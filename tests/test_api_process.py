@@ -252,3 +252,24 @@ def test_a_stalled_redis_costs_one_timeout_then_503_at_once(
         assert served.stop() == 0
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_ends_open_event_streams(
+    real_settings: Settings, start_serve: StartServe, workers: str
+) -> None:
+    key = make_key(real_settings, "watcher", "read")
+    served = start_serve(real_settings, "--workers", workers)
+    auth = {"Authorization": f"Bearer {key}"}
+    lines: list[str] = []
+    with httpx.Client(base_url=served.url, headers=auth, timeout=30) as c:
+        with c.stream("GET", "/v1/events") as stream:
+            events = stream.iter_lines()
+            lines.append(next(events))
+            began = time.monotonic()
+            served.proc.send_signal(signal.SIGTERM)
+            lines += list(events)  # ends when the server closes the stream
+        ended = time.monotonic() - began
+    assert lines[0] == ": connected"
+    assert ended < 10, ended  # not the 30 s graceful time-out: the stream saw the signal
+    assert served.proc.wait(20) == 0
