@@ -28,8 +28,9 @@ first, paced per phone, every status written back.
 
 Authenticate with `Authorization: Bearer <key>`; keys come from
 `relay apikey create NAME --scope send|read|admin`. Every error answers
-`{"error": {"code", "message", "field"?}}`. `503` with `Retry-After` means Redis is away and
-nothing was stored.
+`{"error": {"code", "message", "field"?}}`. `503` with `Retry-After` means Redis is away: its
+message says whether nothing was stored or the outcome is unknown (then send again with the
+same `Idempotency-Key`, which never stores a message twice).
 """
 
 

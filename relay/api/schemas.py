@@ -244,7 +244,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "The body is larger than RELAY_API_BODY_MAX (or the batch than RELAY_API_BATCH_MAX).",
         415: "The body is not application/json.",
         422: "Invalid input; nothing stored.",
-        503: "Redis is not reachable; nothing stored. Retry after Retry-After seconds.",
+        503: "Redis is not reachable. Retry after Retry-After seconds (with the same "
+        "Idempotency-Key when the message says the outcome is unknown).",
     }
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
