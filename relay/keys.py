@@ -125,6 +125,17 @@ class Keys:
         """Sorted set: urgent message ids submitted and not yet sent → submission time (ms)."""
         return f"{self.prefix}:urgent-waiting"
 
+    # --- API keys (relay serve)
+    @property
+    def apikeys(self) -> str:
+        """Hash: API key name → SHA-256 hex digest of the key (the index of ``apikey``)."""
+        return f"{self.prefix}:apikeys"
+
+    def apikey(self, digest: str) -> str:
+        """Hash: one API key by the SHA-256 hex digest of its plaintext (``name``,
+        ``scope``, ``created`` ms, ``used`` ms); the plaintext itself is never stored."""
+        return f"{self.prefix}:apikey:{digest}"
+
     # --- processes
     @property
     def processes(self) -> str:

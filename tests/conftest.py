@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.redis",
     "tests.fixtures.simulator",
     "tests.fixtures.workers",
+    "tests.fixtures.http",
 ]
 
 

@@ -7,7 +7,16 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-MEASURES = ("enqueue", "memory", "endtoend", "latency", "calls", "scaleout", "reconcile")
+MEASURES = (
+    "enqueue",
+    "memory",
+    "endtoend",
+    "latency",
+    "calls",
+    "scaleout",
+    "reconcile",
+    "http",
+)
 """Every measurement, in the order a run makes them."""
 
 
@@ -54,6 +63,11 @@ class BenchConfig:
     # reconciler
     reconcile_messages: int = 10_000
     reconcile_devices: int = 10
+    # HTTP API (relay serve)
+    http_seconds: float = 5.0
+    http_connections: int = 32
+    http_batch: int = 1000
+    http_batch_connections: int = 4
 
     @classmethod
     def for_mode(cls, mode: str, **overrides: Any) -> BenchConfig:
@@ -73,6 +87,7 @@ class BenchConfig:
                 calls_messages=2_000,
                 scale_messages=6_000,
                 reconcile_messages=2_000,
+                http_seconds=3.0,
             )
         elif mode == "tiny":
             base = replace(
@@ -99,6 +114,10 @@ class BenchConfig:
                 paced_devices=2,
                 reconcile_messages=100,
                 reconcile_devices=2,
+                http_seconds=0.5,
+                http_connections=4,
+                http_batch=50,
+                http_batch_connections=2,
             )
         elif mode != "full":
             raise ValueError(f"unknown mode {mode!r}: full, quick or tiny")

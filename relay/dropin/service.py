@@ -5,14 +5,15 @@ back. Framework-free: the HTTP layer (``relay.api.dropin``) reads the request in
 Tokens are relay API keys (``relay apikey create``): ``token`` in every call,
 ``pass`` in ``smstosend`` and ``gettoken`` (whose ``email`` is ignored). Sending endpoints
 (``addsms``, ``smstosend``, ``addalotofsms``, ``savetag``, ``savecontact``, ``savepaket``)
-need the ``send`` scope, reading ones (``getsmsstatus``, ``getallsms``, ``getalldevices``,
-``getdevicestatus``) the ``read`` scope. A missing token answers ``Token is required`` and
+need a key that may send (scope ``send`` or ``admin``); reading ones (``getsmsstatus``,
+``getallsms``, ``getalldevices``, ``getdevicestatus``) take any key that may read or send,
+since one gateway token does both and the SDK uses one for everything. A missing token answers ``Token is required`` and
 a wrong or revoked one ``Wrong token``, as the gateway does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,6 +35,10 @@ log = get_logger(__name__)
 
 SEND = "send"
 READ = "read"
+#: The permissions that open a route of each kind: one gateway token does everything, so
+#: a ``send`` key may also follow its messages and devices (the PHP SDK sends and reads
+#: with one token); a ``read`` key may only read.
+SCOPES_FOR = {SEND: (SEND,), READ: (READ, SEND)}
 WRONG_TOKEN = "Wrong token"
 NO_TOKEN = "Token is required"
 BAD_LOGIN = "Login or password incorrect"
@@ -42,19 +47,16 @@ INTERNAL = "relay could not handle this request (an internal error, logged); try
 
 
 class Key(Protocol):
-    """What the drop-in needs of an API key."""
+    """What the drop-in needs of an API key (``relay.apikeys.ApiKey``)."""
 
     @property
     def name(self) -> str: ...
 
-    @property
-    def scopes(self) -> Collection[str]: ...
+    def allows(self, permission: str) -> bool: ...
 
 
 Authenticate = Callable[[str], Key | None]
-"""Plaintext key → the key, or None for a wrong or revoked one."""
-Allows = Callable[[Key, str], bool]
-"""Whether a key may use a scope."""
+"""Plaintext key → the key, or None for a wrong or revoked one (``ApiKeys.authenticate``)."""
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,9 @@ class Outcome:
 class Dropin:
     """Answers ``/getdata/<endpoint>`` requests against one :class:`Relay`."""
 
-    def __init__(self, relay: Relay, authenticate: Authenticate, allows: Allows) -> None:
+    def __init__(self, relay: Relay, authenticate: Authenticate) -> None:
         self.relay = relay
         self.authenticate = authenticate
-        self.allows = allows
         ctx = relay.ctx
         tz = zone(ctx.settings.dropin_timezone)
         ids = DropinIds(ctx)
@@ -133,9 +134,9 @@ class Dropin:
         key = self.authenticate(plaintext)
         if key is None:
             raise DropinRefused(BAD_LOGIN if login else WRONG_TOKEN)
-        if not self.allows(key, scope):
+        if not any(key.allows(p) for p in SCOPES_FOR[scope]):
             raise DropinRefused(
-                f"Token not allowed here: relay API key {key.name!r} lacks the {scope!r} scope"
+                f"Token not allowed here: relay API key {key.name!r} may not {scope}"
             )
         return key
 

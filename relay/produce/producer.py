@@ -14,7 +14,10 @@ moves it to ``cancelled`` in the same MULTI, so a crash never leaves it half-can
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import redis
 
 from relay import scripts
 from relay.context import Context
@@ -36,6 +39,15 @@ DEFAULT_CHUNK = 1000
 SEP = "\x1f"
 
 Lane = tuple[LaneKind, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """One message handed to :meth:`Producer.enqueue`: its id, and whether that call stored
+    it (False: an idempotency key seen before answered with the first id)."""
+
+    id: str
+    created: bool
 
 
 def _text(value: bytes | str) -> str:
@@ -100,8 +112,34 @@ class Producer:
         log.info("send_many.stored", messages=len(msgs), chunks=-(-len(msgs) // chunk_size))
         return ids
 
-    def _store(self, msgs: Sequence[ValidMessage], now_ms: int) -> list[str]:
-        """One chunk: one enqueue.lua call (again only if a fresh id was taken), then tickets."""
+    def enqueue(
+        self, msgs: Sequence[ValidMessage], *, chunk_size: int = DEFAULT_CHUNK
+    ) -> list[Enqueued]:
+        """Store messages already validated (:func:`relay.produce.validation.validate`), in
+        chunks of ``chunk_size``; per message its id and whether this call stored it
+        (``created`` False: its ``key`` was seen before and the id is the first one).
+
+        What ``send``/``send_many`` do after validating; the HTTP API uses it to answer a
+        repeated idempotency key with 200 instead of 202.
+        """
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        out: list[Enqueued] = []
+        for start in range(0, len(msgs), chunk_size):
+            chunk = msgs[start : start + chunk_size]
+            fresh: list[str] = []
+            ids = self._store(chunk, self.ctx.now_ms(), fresh_ids=fresh)
+            out += [Enqueued(i, i == f) for i, f in zip(ids, fresh, strict=True)]
+        return out
+
+    def _store(
+        self, msgs: Sequence[ValidMessage], now_ms: int, *, fresh_ids: list[str] | None = None
+    ) -> list[str]:
+        """One chunk: one enqueue.lua call (again only if a fresh id was taken), then tickets.
+
+        ``fresh_ids``, when given, receives the ids this call offered: an answered id equal
+        to its offered one is a message stored now, any other was stored before (its key).
+        """
         ids = [new_id(now_ms)] if len(msgs) == 1 else new_ids(now_ms, len(msgs))
         arms: dict[Lane, Arm] = {}
         for msg in msgs:
@@ -112,6 +150,8 @@ class Producer:
             keys, args = self._pack(msgs, ids, arms, now_ms)
             result = scripts.run(self.ctx.conn, "enqueue", keys, args)
             if int(result[0]) == 1:
+                if fresh_ids is not None:
+                    fresh_ids[:] = ids
                 return self._stored(msgs, result, arms)
             _renew(ids, [int(pos) - 1 for pos in result[1]], now_ms)
         raise RuntimeError(f"could not find free message ids in {ID_ATTEMPTS} attempts")
@@ -151,8 +191,16 @@ class Producer:
             for pos in result[n + 1 :]:
                 msg = msgs[int(pos) - 1]
                 armed.append(arms[(msg.kind, msg.device_id, msg.sim)])
-            enqueue_tickets(self.ctx.conn, self.keys, armed)
-            log.debug("tickets.armed", lanes=[f"{a.kind}:{a.dev}:{a.sim}" for a in armed])
+            lanes = [f"{a.kind}:{a.dev}:{a.sim}" for a in armed]
+            try:
+                enqueue_tickets(self.ctx.conn, self.keys, armed)
+            except redis.RedisError as exc:
+                # The messages are stored (the script ran): answering an error now would
+                # make a caller resend them. A ticket key without its job is re-armed by
+                # the sweep (relay.run.sweep.rearm_lost_tickets).
+                log.warning("tickets.enqueue_failed", lanes=lanes, error=str(exc))
+                return ids
+            log.debug("tickets.armed", lanes=lanes)
         return ids
 
     # --- cancel --------------------------------------------------------------------
