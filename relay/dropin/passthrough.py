@@ -40,7 +40,7 @@ class Passthrough:
 
     def savecontact(self, params: Params) -> Answer:
         phone = _required(params, "phone")
-        name = "tag_id" if params.text("tag_id") else "ctag_id"
+        name = "ctag_id" if params.text("ctag_id") and not params.text("tag_id") else "tag_id"
         tag_id = params.integer(name, required=True)
         assert tag_id is not None
         fullname = params.text("fullname") or None

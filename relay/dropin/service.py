@@ -7,8 +7,8 @@ Tokens are relay API keys (``relay apikey create``): ``token`` in every call,
 (``addsms``, ``smstosend``, ``addalotofsms``, ``savetag``, ``savecontact``, ``savepaket``)
 need a key that may send (scope ``send`` or ``admin``); reading ones (``getsmsstatus``,
 ``getallsms``, ``getalldevices``, ``getdevicestatus``) take any key that may read or send,
-since one gateway token does both and the SDK uses one for everything. A missing token answers ``Token is required`` and
-a wrong or revoked one ``Wrong token``, as the gateway does.
+since one gateway token does both and the SDK uses one for everything. A missing token
+answers ``Token is required`` and a wrong or revoked one ``Wrong token``, as the gateway does.
 """
 
 from __future__ import annotations
@@ -43,6 +43,12 @@ WRONG_TOKEN = "Wrong token"
 NO_TOKEN = "Token is required"
 BAD_LOGIN = "Login or password incorrect"
 UNAVAILABLE = "relay is unavailable right now (its storage does not answer); try again later"
+MAYBE_STORED = (
+    "relay's storage did not answer in time: this request may or may not have been stored "
+    "(getallsms tells); try again later"
+)
+#: Endpoints that store messages in relay.
+STORING = frozenset({"addsms", "smstosend", "addalotofsms"})
 INTERNAL = "relay could not handle this request (an internal error, logged); try again later"
 
 
@@ -61,10 +67,12 @@ Authenticate = Callable[[str], Key | None]
 
 @dataclass(frozen=True)
 class Outcome:
-    """A request's answer and the name of the key that made it (None: not authenticated)."""
+    """A request's answer, the name of the key that made it (None: not authenticated), and
+    whether Redis failed to answer (the HTTP layer then holds off Redis for a while)."""
 
     answer: Answer
     key_name: str | None = None
+    redis_down: bool = False
 
 
 class Dropin:
@@ -97,19 +105,22 @@ class Dropin:
     def handle(self, endpoint: str, params: Params) -> Outcome:
         """The answer to one request; every failure becomes ``{"error":1,"message":...}``."""
         holder: list[Key] = []
+        endpoint = endpoint.strip("/").lower()
+        down = False
         try:
-            answer = self._route(endpoint.strip("/").lower(), params, holder)
+            answer = self._route(endpoint, params, holder)
         except DropinRefused as exc:
             answer = refused(str(exc))
         except ValidationError as exc:
             answer = refused(f"Field '{exc.field}' {exc.reason}")
         except redis.RedisError as exc:
-            log.error("dropin.redis_unavailable", endpoint=endpoint, error=str(exc))
-            answer = refused(UNAVAILABLE)
+            log.error("dropin.redis_unavailable", endpoint=endpoint, error=type(exc).__name__)
+            down = isinstance(exc, redis.ConnectionError | redis.TimeoutError)
+            answer = refused(MAYBE_STORED if endpoint in STORING else UNAVAILABLE)
         except Exception:
             log.exception("dropin.internal_error", endpoint=endpoint)
             answer = refused(INTERNAL)
-        return Outcome(answer, holder[0].name if holder else None)
+        return Outcome(answer, holder[0].name if holder else None, down)
 
     def _route(self, endpoint: str, params: Params, holder: list[Key]) -> Answer:
         if endpoint in self._token_routes:
