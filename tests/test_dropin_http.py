@@ -442,16 +442,20 @@ def test_tags_contacts_and_newsletters_go_to_the_gateway_with_relays_credentials
 # --- whatever arrives ------------------------------------------------------------------------
 
 
+JSON_TYPE = {"content-type": "application/json"}
+FORM_TYPE = {"content-type": "application/x-www-form-urlencoded"}
+
+
 @pytest.mark.parametrize(
     ("path", "kwargs", "words"),
     [
         ("/getdata/nothing", {}, "Unknown method"),
-        ("/getdata/addsms", {"content": b"{oops", "headers": {"content-type": "application/json"}}, "JSON"),
-        ("/getdata/addsms", {"content": b"a=%ff", "headers": {"content-type": "application/x-www-form-urlencoded"}}, "UTF-8"),
+        ("/getdata/addsms", {"content": b"{oops", "headers": JSON_TYPE}, "JSON"),
+        ("/getdata/addsms", {"content": b"a=%ff", "headers": FORM_TYPE}, "UTF-8"),
         ("/getdata/addalotofsms", {"data": {"datajson": "[1"}}, "Field 'datajson'"),
         ("/getdata/addsms", {"content": b"x" * 2048}, "larger than 1024 bytes"),
     ],
-)  # fmt: skip
+)
 def test_garbage_gets_an_error_answer_never_a_stack_trace(
     make_api: MakeApi,
     relay_settings: MakeSettings,
