@@ -103,3 +103,8 @@ class WebhookFailed(RelayError):
     Raised inside the RQ webhook job so RQ retries it with backoff; events already
     delivered are not sent again. Check the receiver and ``RELAY_WEBHOOK_URL``.
     """
+
+
+class DropinRefused(RelayError):
+    """A request to the SMSGateway24-compatible front (``/getdata/``) was refused; nothing
+    was stored. Its text is the ``message`` of the ``{"error":1}`` answer: fix the request."""

@@ -142,6 +142,27 @@ class Keys:
         """Hash: process name → JSON heartbeat (kind, host, pid, seen)."""
         return f"{self.prefix}:processes"
 
+    # --- the SMSGateway24-compatible front (/getdata/): integer message ids
+    @property
+    def dropin_seq(self) -> str:
+        """String: the last integer id issued by the drop-in front (INCRBY; never reused)."""
+        return f"{self.prefix}:dropin:seq"
+
+    @property
+    def dropin_ids(self) -> str:
+        """Hash: drop-in integer id → relay message id."""
+        return f"{self.prefix}:dropin:ids"
+
+    def dropin_index(self, dev: int) -> str:
+        """Sorted set: ``<integer id>:<relay id>`` → creation time (ms) of the drop-in
+        messages of device ``dev`` (what drop-in ``getallsms`` reads)."""
+        return f"{self.prefix}:dropin:dev:{dev}"
+
+    @property
+    def dropin_devices(self) -> str:
+        """Set: devices that have a drop-in index."""
+        return f"{self.prefix}:dropin:devices"
+
     # --- RQ queues (names, not keys: RQ adds its own ``rq:queue:`` prefix)
     @property
     def urgent_queue(self) -> str:

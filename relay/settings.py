@@ -153,6 +153,12 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Seconds relay serve waits for in-flight requests on SIGTERM."
     )
 
+    # --- the SMSGateway24-compatible front (/getdata/)
+    dropin_timezone: str = Field(
+        "UTC",
+        description="Time zone of drop-in dates without an offset (timetosend, getallsms).",
+    )
+
     # --- processes
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool | None = Field(
@@ -195,6 +201,19 @@ class Settings(BaseSettings):
         if region not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"unknown region {value!r}; use an ISO code such as DE or US")
         return region
+
+    @field_validator("dropin_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as Europe/Paris"
+            ) from None
+        return value
 
     @field_validator("key_prefix")
     @classmethod

@@ -3,7 +3,8 @@
 A record is a small hash at ``Keys.msg(id)`` with the gateway's field names:
 ``sendto``, ``body``, ``device_id``, ``sim``, ``urgent`` (0/1), ``customerid``, ``timetosend``
 (ms), ``key``; relay's own: ``state``, ``final`` (0/1), ``t_<state>`` (ms of each step),
-``sms_id``, ``status``, ``statustitle``, ``error``, ``attempts``, ``batch``. Empty fields are
+``sms_id``, ``status``, ``statustitle``, ``error``, ``attempts``, ``batch``; ``dropin_id`` (the
+integer id the ``/getdata/`` front answered for it, if it came that way). Empty fields are
 not stored. Times are integer milliseconds since the epoch inside Redis.
 """
 
@@ -60,6 +61,7 @@ class Message:
     error: str | None = None
     attempts: int = 0
     times: dict[str, datetime] = field(default_factory=dict)
+    dropin_id: int | None = None
 
     @classmethod
     def from_hash(cls, msg_id: str, raw: Mapping[bytes | str, bytes | str]) -> Message:
@@ -89,12 +91,14 @@ class Message:
             error=h.get("error") or None,
             attempts=opt_int("attempts") or 0,
             times=times,
+            dropin_id=opt_int("dropin_id"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (times as ISO 8601 strings)."""
         return {
             "id": self.id,
+            "dropin_id": self.dropin_id,
             "state": self.state.value,
             "final": self.final,
             "sendto": self.sendto,

@@ -63,6 +63,8 @@ OPERATIONS = [
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
+    ("GET", "/getdata/{endpoint}"),
+    ("POST", "/getdata/{endpoint}"),
     # last: a fuzzed DELETE may revoke keys
     ("GET", "/v1/keys"),
     ("POST", "/v1/keys"),

@@ -128,7 +128,13 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
     for module in (messages, results, events, keys, health, dropin):
         app.include_router(module.router)
     docs.install(app)
-    plain_handling(app, messages.send_message, messages.get_message, messages.cancel_message)
+    plain_handling(
+        app,
+        messages.send_message,
+        messages.get_message,
+        messages.cancel_message,
+        dropin.getdata,
+    )
     app.add_middleware(AccessLog, metrics=RequestMetrics(request_registry))
     return app
 
