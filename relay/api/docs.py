@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from relay.api.schemas import BatchIn, KeyIn, MessageIn
+from relay.api.schemas import BatchIn, KeyIn, MessageIn, StreamEvent
 
 ASSETS = "/docs/assets"
 
@@ -65,7 +65,7 @@ def install(app: FastAPI) -> None:
                 routes=app.routes,
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (MessageIn, BatchIn, KeyIn):
+            for model in (MessageIn, BatchIn, KeyIn, StreamEvent):
                 body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 for name, sub in body.pop("$defs", {}).items():
                     components.setdefault(name, sub)
