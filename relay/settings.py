@@ -157,6 +157,37 @@ class Settings(BaseSettings):
     )
     record_ttl: int = Field(604800, gt=0, description="Seconds a final message record is kept.")
 
+    # --- HTTP API (relay serve)
+    api_host: str = Field("127.0.0.1", description="Address relay serve listens on.")
+    api_port: int = Field(8080, ge=0, le=65535, description="Port relay serve listens on.")
+    api_workers: int = Field(
+        1, ge=1, le=64, description="Server processes of relay serve (one socket, shared)."
+    )
+    api_batch_max: int = Field(
+        1000, ge=1, le=10000, description="Most messages in one POST /v1/messages/batch."
+    )
+    api_body_max: int = Field(
+        8_388_608, ge=1024, description="Largest accepted request body, in bytes (else 413)."
+    )
+    api_redis_timeout: float = Field(
+        2.0, gt=0, description="Seconds a request waits for Redis before answering 503."
+    )
+    api_retry_after: int = Field(
+        5, ge=1, description="Retry-After seconds of a 503 answer while Redis is away."
+    )
+    api_sse_heartbeat: float = Field(
+        15.0, gt=0, description="Seconds between comment heartbeats on GET /v1/events."
+    )
+    api_shutdown_timeout: float = Field(
+        30.0, gt=0, description="Seconds relay serve waits for in-flight requests on SIGTERM."
+    )
+
+    # --- the SMSGateway24-compatible front (/getdata/)
+    dropin_timezone: str = Field(
+        "UTC",
+        description="Time zone of drop-in dates without an offset (timetosend, getallsms).",
+    )
+
     # --- processes
     process_dead_after: float = Field(
         10.0,
@@ -208,6 +239,19 @@ class Settings(BaseSettings):
         if region not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"unknown region {value!r}; use an ISO code such as DE or US")
         return region
+
+    @field_validator("dropin_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as Europe/Paris"
+            ) from None
+        return value
 
     @field_validator("key_prefix")
     @classmethod

@@ -5,7 +5,8 @@ A record is a small hash at ``Keys.msg(id)`` with the gateway's field names:
 (ms), ``key``; relay's own: ``state``, ``final`` (0/1), ``t_<state>`` (ms of each step's
 first time), ``t_requeued`` (ms of the last return to a lane), ``sms_id``, ``status``,
 ``statustitle``, ``error``, ``attempts``, ``batch``, ``checked`` (ms of the last
-``getsmsstatus``). Empty fields are not stored. Times are integer milliseconds since the
+``getsmsstatus``); ``dropin_id`` (the integer id the ``/getdata/`` front answered for it, if
+it came that way). Empty fields are not stored. Times are integer milliseconds since the
 epoch inside Redis.
 """
 
@@ -54,6 +55,7 @@ class Message:
     error: str | None = None
     attempts: int = 0
     times: dict[str, datetime] = field(default_factory=dict)
+    dropin_id: int | None = None
 
     @classmethod
     def from_hash(cls, msg_id: str, raw: Mapping[Any, Any]) -> Message:
@@ -83,6 +85,7 @@ class Message:
             error=h.get("error") or None,
             attempts=opt_int("attempts") or 0,
             times=times,
+            dropin_id=opt_int("dropin_id"),
         )
 
     @property
@@ -94,6 +97,7 @@ class Message:
         """A JSON-ready dict (times as ISO 8601 strings)."""
         return {
             "id": self.id,
+            "dropin_id": self.dropin_id,
             "state": self.state.value,
             "final": self.final,
             "sendto": self.sendto,

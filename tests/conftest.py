@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.simulator",
     "tests.fixtures.workers",
     "tests.fixtures.context",
+    "tests.fixtures.http",
 ]
 
 

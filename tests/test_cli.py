@@ -483,10 +483,15 @@ def test_process_files_run_real_commands() -> None:
     procfile = dict(
         line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line
     )
-    assert procfile == {"worker": "relay worker", "reconciler": "relay reconciler"}
+    assert procfile == {
+        "web": "relay serve",
+        "worker": "relay worker",
+        "reconciler": "relay reconciler",
+    }
     for unit, command in [
         ("relay-worker@.service", "worker"),
         ("relay-reconciler.service", "reconciler"),
+        ("relay-serve.service", "serve"),
     ]:
         text = (ROOT / "deploy" / unit).read_text()
         for directive in (
@@ -500,6 +505,7 @@ def test_process_files_run_real_commands() -> None:
     compose = (ROOT / "deploy" / "docker-compose.yml").read_text()
     assert "image: redis:7" in compose and '"--appendonly", "yes"' in compose
     assert "replicas: 2" in compose and "env_file:" in compose
+    assert '["serve", "--host", "0.0.0.0"' in compose
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "FROM python:3.11-slim" in dockerfile and "\nUSER relay\n" in dockerfile
     assert "pip install /src" in dockerfile

@@ -12,6 +12,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
+import httpx
 import pytest
 import redis
 
@@ -39,6 +40,8 @@ class Finished:
         self.records: dict[str, Message] = {m.id: m for m in found if m is not None}
         self.ledger: dict[int, LedgerEntry] = {e.sms_id: e for e in demo.sim.ledger()}
         self.prefix = demo.settings.key_prefix
+        self.api_url = summary.api_url
+        self.api_status = 0
 
 
 @pytest.fixture(scope="module", params=["embedded", "real"])
@@ -48,7 +51,10 @@ def finished(request: pytest.FixtureRequest) -> Iterator[Finished]:
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("RELAY_REDIS_URL", raising=False)
         with Demo(CONFIG, redis_url=url) as demo:
+            auth = {"Authorization": f"Bearer {demo.api_key}"}
+            api_stats = httpx.get(f"{demo.api_url}/v1/stats", headers=auth, timeout=10)
             run = Finished(demo, demo.run(), request.param)
+            run.api_status = api_stats.status_code
     yield run
     if url is not None:  # the demo cleans up after itself on a real server
         conn = redis.Redis.from_url(url)
@@ -126,3 +132,8 @@ def test_the_embedded_demo_runs_on_a_real_server_it_stops(finished: Finished) ->
 
 def _count(values: Iterable[object]) -> dict[object, int]:
     return dict(Counter(values))
+
+
+def test_the_demo_serves_the_http_api_with_its_key(finished: Finished) -> None:
+    assert finished.api_url.startswith("http://127.0.0.1:")
+    assert finished.api_status == 200

@@ -16,6 +16,7 @@ MEASURES = (
     "scaleout",
     "reconcile",
     "replicas",
+    "http",
 )
 """Every measurement, in the order a run makes them."""
 
@@ -67,6 +68,11 @@ class BenchConfig:
     replicas_single: int = 3_000
     replicas_many: int = 30_000
     replicas_batches: int = 20_000
+    # HTTP API (relay serve)
+    http_seconds: float = 5.0
+    http_connections: int = 32
+    http_batch: int = 1000
+    http_batch_connections: int = 4
 
     @classmethod
     def for_mode(cls, mode: str, **overrides: Any) -> BenchConfig:
@@ -89,6 +95,7 @@ class BenchConfig:
                 replicas_single=1_500,
                 replicas_many=15_000,
                 replicas_batches=10_000,
+                http_seconds=3.0,
             )
         elif mode == "tiny":
             base = replace(
@@ -118,6 +125,10 @@ class BenchConfig:
                 replicas_single=30,
                 replicas_many=300,
                 replicas_batches=200,
+                http_seconds=0.5,
+                http_connections=4,
+                http_batch=50,
+                http_batch_connections=2,
             )
         elif mode != "full":
             raise ValueError(f"unknown mode {mode!r}: full, quick or tiny")

@@ -51,8 +51,16 @@ def demo(size: int, workers: int, timeout: float, live: bool | None, as_json: bo
     console = stdout()
     show_live = (console.is_terminal if live is None else live) and not as_json
     config = DemoConfig(bulk=size, workers=workers, timeout=timeout)
+
+    def on_api(url: str, key: str) -> None:
+        click.echo(
+            f"relay serve: {url} (docs: {url}/docs), demo API key: {key}\n"
+            f"  try: curl -H 'Authorization: Bearer {key}' {url}/v1/stats",
+            err=True,
+        )
+
     with _live(console if show_live else None) as on_update:
-        summary = run_demo(config, on_update=on_update)
+        summary = run_demo(config, on_update=on_update, on_api=on_api)
     if as_json:
         print_json(summary.to_dict())
     else:

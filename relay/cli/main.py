@@ -63,9 +63,9 @@ def cli(ctx: click.Context, env_file: Path | None) -> None:
 
 
 def _register() -> None:
-    from relay.cli import bench, dead, demo, inspect, processes, send
+    from relay.cli import bench, dead, demo, inspect, processes, send, serve
 
-    for module in (send, inspect, processes, demo, bench, dead):
+    for module in (send, inspect, processes, demo, bench, dead, serve):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -176,6 +176,8 @@ def summary_view(summary: DemoSummary) -> RenderableType:
     per_phone = ", ".join(f"{d}: {n}" for d, n in sorted(summary.per_device.items()))
     table.add_row("stored per phone", per_phone)
     table.add_row("redis", summary.redis)
+    if summary.api_url:
+        table.add_row("HTTP API (while it ran)", summary.api_url)
     table.add_row("worker logs", Text(summary.log_path))
     return table
 

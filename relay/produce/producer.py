@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from relay import durability, scripts
 from relay.connection import text
 from relay.context import Context
@@ -53,6 +55,15 @@ class EnqueueAnswer:
         if int(answer[0]) != 1:
             return cls(False, [], [int(pos) for pos in answer[1]])
         return cls(True, [text(i) for i in answer[1 : n + 1]], [int(p) for p in answer[n + 1 :]])
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """One message handed to :meth:`Producer.enqueue`: its id, and whether that call stored
+    it (False: an idempotency key seen before answered with the first id)."""
+
+    id: str
+    created: bool
 
 
 class Producer:
@@ -113,8 +124,34 @@ class Producer:
         log.info("send_many.stored", messages=len(msgs), chunks=-(-len(msgs) // chunk_size))
         return ids
 
-    def _store(self, msgs: Sequence[ValidMessage], now_ms: int) -> list[str]:
-        """One chunk: one enqueue.lua call (again only if a fresh id was taken), then tickets."""
+    def enqueue(
+        self, msgs: Sequence[ValidMessage], *, chunk_size: int = DEFAULT_CHUNK
+    ) -> list[Enqueued]:
+        """Store messages already validated (:func:`relay.produce.validation.validate`), in
+        chunks of ``chunk_size``; per message its id and whether this call stored it
+        (``created`` False: its ``key`` was seen before and the id is the first one).
+
+        What ``send``/``send_many`` do after validating; the HTTP API uses it to answer a
+        repeated idempotency key with 200 instead of 202.
+        """
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        out: list[Enqueued] = []
+        for start in range(0, len(msgs), chunk_size):
+            chunk = msgs[start : start + chunk_size]
+            fresh: list[str] = []
+            ids = self._store(chunk, self.ctx.now_ms(), fresh_ids=fresh)
+            out += [Enqueued(i, i == f) for i, f in zip(ids, fresh, strict=True)]
+        return out
+
+    def _store(
+        self, msgs: Sequence[ValidMessage], now_ms: int, *, fresh_ids: list[str] | None = None
+    ) -> list[str]:
+        """One chunk: one enqueue.lua call (again only if a fresh id was taken), then tickets.
+
+        ``fresh_ids``, when given, receives the ids this call offered: an answered id equal
+        to its offered one is a message stored now, any other was stored before (its key).
+        """
         ids = [new_id(now_ms)] if len(msgs) == 1 else new_ids(now_ms, len(msgs))
         arms: dict[LaneId, Arm] = {}
         for msg in msgs:
@@ -123,9 +160,10 @@ class Producer:
         for _ in range(ID_ATTEMPTS):
             answer = self._enqueue(msgs, ids, arms, now_ms)
             if answer.stored:
+                if fresh_ids is not None:
+                    fresh_ids[:] = ids
                 if answer.positions:  # a second round trip only for tickets this call set
-                    armed = [arms[msgs[pos - 1].lane] for pos in answer.positions]
-                    enqueue_tickets(self.ctx.conn, self.keys, armed)
+                    self._arm([arms[msgs[pos - 1].lane] for pos in answer.positions])
                 return answer.ids
             _renew(ids, [pos - 1 for pos in answer.positions], now_ms)
         raise RuntimeError(f"could not find free message ids in {ID_ATTEMPTS} attempts")
@@ -157,6 +195,19 @@ class Producer:
             args.append(_packed(msg, msg_id, job))
         answer = durability.run_script(self.ctx, "enqueue", keys, args, what="send")
         return EnqueueAnswer.of(answer, len(msgs))
+
+    def _arm(self, armed: Sequence[Arm]) -> None:
+        """Enqueue the RQ jobs of the tickets the enqueue script set."""
+        lanes = [a.lane.member for a in armed]
+        try:
+            enqueue_tickets(self.ctx.conn, self.keys, armed)
+        except redis.RedisError as exc:
+            # The messages are stored (the script ran): answering an error now would make a
+            # caller resend them. A ticket key without its job is re-armed by the sweep
+            # (relay.run.sweep.rearm_lost_tickets).
+            log.warning("tickets.enqueue_failed", lanes=lanes, error=str(exc))
+            return
+        log.debug("tickets.armed", lanes=lanes)
 
     # --- cancel --------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -119,6 +119,25 @@ def validate(
         now=now,
         index=index,
     )
+
+
+def validate_all(
+    items: Sequence[Any], settings: Settings, now: float
+) -> tuple[list[ValidMessage], list[ValidationError]]:
+    """Check every item of a batch: (the valid messages, one error per bad item).
+
+    Unlike ``send_many``, which stops at the first bad item, this lists every bad item
+    (each error's ``index`` is its position), so a caller can report them all at once;
+    store the messages only when the error list is empty.
+    """
+    valid: list[ValidMessage] = []
+    errors: list[ValidationError] = []
+    for index, item in enumerate(items):
+        try:
+            valid.append(validate(item, settings, now, index=index))
+        except ValidationError as exc:
+            errors.append(exc)
+    return valid, errors
 
 
 def check(
