@@ -277,8 +277,9 @@ def _rejected(api: ApiServer) -> str:
     keys = Keys(api.settings.key_prefix)
     conn = redis.Redis.from_url(api.settings.redis_url)
     store = Store(conn, keys)
+    assert store.transition([msg_id], State.SUBMITTING, [State.QUEUED])
     assert store.transition(
-        [msg_id], State.REJECTED, [State.QUEUED], fields={"error": "bad"}, add_index=keys.dead
+        [msg_id], State.REJECTED, [State.SUBMITTING], fields={"error": "bad"}, add_index=keys.dead
     )
     conn.lrem(keys.lane(LaneId("b", 260, 0)), 0, msg_id)
     conn.close()
