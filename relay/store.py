@@ -1,13 +1,21 @@
 """Message records: reading them, and the one way their state changes (``lua/transition.lua``).
 
 A record is a small hash at ``Keys.msg(id)`` with the gateway's field names:
-``sendto``, ``body``, ``device_id``, ``sim``, ``urgent`` (0/1), ``customerid``, ``timetosend``
-(ms), ``key``; relay's own: ``state``, ``final`` (0/1), ``t_<state>`` (ms of each step's
-first time), ``t_requeued`` (ms of the last return to a lane), ``sms_id``, ``status``,
-``statustitle``, ``error``, ``attempts``, ``batch``, ``checked`` (ms of the last
-``getsmsstatus``); ``dropin_id`` (the integer id the ``/getdata/`` front answered for it, if
-it came that way). Empty fields are not stored. Times are integer milliseconds since the
-epoch inside Redis.
+``sendto``, ``body`` (in chunks: ``body``, ``body1``, ``body2``, ... of at most
+:data:`BODY_CHUNK` bytes), ``device_id``, ``sim``, ``urgent`` (1), ``customerid``,
+``timetosend`` (ms), ``key``; relay's own: ``state``, ``final`` (1), ``t_<state>`` (ms of
+each step; ``t_queued`` the first queueing), ``t_requeued`` (ms of the last return to a
+lane), ``sms_id``, ``status``, ``statustitle``, ``error``, ``attempts``, ``batch``,
+``checked`` (ms of the last ``getsmsstatus``), ``dropin_id`` (the integer id the
+``/getdata/`` front answered for it, if it came that way).
+
+Nothing is stored that is empty or derivable: ``sim`` 0, ``urgent`` 0, ``final`` 0,
+``attempts`` 0 and the creation time (``t_queued`` or ``t_scheduled``: the id's own time,
+:func:`relay.ids.id_time_ms`) are what a reader assumes when the field is missing. So a
+queued message's hash stays a listpack — Redis's compact encoding, kept while every value is
+at most ``hash-max-listpack-value`` (64) bytes — and costs about a fifth of a hash table.
+Records written by relay 0.1 (the body in one field, every field written) read the same.
+Times are integer milliseconds since the epoch inside Redis.
 """
 
 from __future__ import annotations
@@ -23,12 +31,17 @@ import redis
 from relay import scripts
 from relay.clock import SYSTEM_CLOCK, Clock, from_ms
 from relay.connection import text
+from relay.ids import ID_LENGTH, id_time_ms
 from relay.keys import Keys
 from relay.lanes import LaneKind, kind_of
 from relay.states import ALLOWED_FROM, FINAL_STATES, State
 
-AGAIN_FIELD = {State.QUEUED: "t_requeued"}
-"""The time field a state sets when the record holds its ``t_<state>`` already."""
+BODY_CHUNK = 64
+"""Most bytes of the body in one field: Redis's default ``hash-max-listpack-value``."""
+AGAIN_FIELD = {State.QUEUED: ("t_requeued", State.SCHEDULED)}
+"""A state whose time field differs on a return: (that field, the one state the first move
+comes from). ``queued`` is first reached from ``scheduled`` (or at creation); any other move
+to it is a return to the lane."""
 READ_CHUNK = 1000
 """Records read per script call (``lua/hashes.lua``, ``lua/records.lua``): Redis is never
 held long by one call, and all the calls of one read go in one round trip."""
@@ -67,10 +80,13 @@ class Message:
 
         times = {k[2:]: from_ms(v) for k, v in h.items() if k and k.startswith("t_") and v}
         tts = opt_int("timetosend")
+        born = created_ms(msg_id, h)
+        if born is not None:
+            times.setdefault(creation_state(h).value, from_ms(born))
         return cls(
             id=msg_id,
             sendto=h.get("sendto") or "",
-            body=h.get("body") or "",
+            body=joined_body(h),
             device_id=int(h.get("device_id") or 0),
             sim=int(h.get("sim") or 0),
             urgent=h.get("urgent") == "1",
@@ -117,6 +133,42 @@ class Message:
                 k: v.isoformat() for k, v in sorted(self.times.items(), key=lambda kv: kv[1])
             },
         }
+
+
+def joined_body(record: Mapping[str, str]) -> str:
+    """The body of a record: its chunks ``body``, ``body1``, ... joined (one field in 0.1)."""
+    parts = [record.get("body") or ""]
+    n = 1
+    while (part := record.get(f"body{n}")) is not None:
+        parts.append(part)
+        n += 1
+    return "".join(parts)
+
+
+def creation_state(record: Mapping[str, str]) -> State:
+    """The state a message was created in: ``scheduled`` when it had a ``timetosend``."""
+    return State.SCHEDULED if record.get("timetosend") else State.QUEUED
+
+
+def created_ms(msg_id: str, record: Mapping[str, str]) -> int | None:
+    """When the message was created (ms): its creation time field when written (0.1), else
+    the time in its id; None for an id relay did not make."""
+    written = record.get(f"t_{creation_state(record).value}")
+    if written:
+        return int(written)
+    try:
+        return id_time_ms(msg_id) if len(msg_id) == ID_LENGTH else None
+    except ValueError:
+        return None
+
+
+def waiting_since_ms(msg_id: str, record: Mapping[str, str]) -> int:
+    """When the message last started waiting in relay: its last return to a lane, else its
+    first queueing, else its creation (0 when none is known)."""
+    for name in ("t_requeued", "t_queued"):
+        if record.get(name):
+            return int(record[name])
+    return created_ms(msg_id, record) or 0
 
 
 class Store:
@@ -231,7 +283,7 @@ class Store:
             json.dumps(dict(fields or {})),
             json.dumps([dict(m) for m in per_message]) if per_message is not None else "",
             1 if open_only else 0,
-            AGAIN_FIELD.get(to, ""),
+            *again_args(to),
             *ids,
         ]
         # "no index" is the events key again, never "": ACL key patterns must allow every key
@@ -239,6 +291,12 @@ class Store:
         keys = [self.keys.counts, none, add_index or none, rem_index or none]
         keys += [self.keys.msg(i) for i in ids]
         return keys, args
+
+
+def again_args(to: State) -> tuple[str, str]:
+    """ARGV[10] and ARGV[11] of ``lua/transition.lua`` for a move to ``to``."""
+    field, first_from = AGAIN_FIELD.get(to, ("", None))
+    return field, first_from.value if first_from is not None else ""
 
 
 def changed_ids(ids: Sequence[str], answer: Sequence[Any]) -> list[str]:

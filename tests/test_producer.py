@@ -61,33 +61,22 @@ def test_send_stores_record_lane_count_and_event(
     relay: Relay, redis_conn: redis.Redis, keys: Keys
 ) -> None:
     msg_id = relay.send("+49 157 5298 2212", "Your code is 4711", 260, sim=1)
-    now_ms = "1800000000000"
+    # nothing empty or derivable: urgent 0, final 0, attempts 0 and t_queued (the id's time)
     assert hash_of(redis_conn, keys.msg(msg_id)) == {
         "sendto": PHONE,
         "body": "Your code is 4711",
         "device_id": "260",
         "sim": "1",
-        "urgent": "0",
         "state": "queued",
-        "final": "0",
-        "t_queued": now_ms,
-        "attempts": "0",
     }
+    assert id_time_ms(msg_id) == 1_800_000_000_000
     assert lane(redis_conn, keys.lane(LaneId("b", 260, 1))) == [msg_id]
     assert redis_conn.llen(keys.lane(LaneId("u", 260, 1))) == 0
     assert redis_conn.smembers(keys.lanes) == {b"260:1"}
     assert counts(redis_conn, keys) == {"queued": 1}
+    # the first event is lean: prev, final and at (the id's time) are for readers to fill in
     assert events(redis_conn, keys) == [
-        {
-            "id": msg_id,
-            "state": "queued",
-            "prev": "",
-            "final": "0",
-            "at": now_ms,
-            "device_id": "260",
-            "sim": "1",
-            "urgent": "0",
-        }
+        {"id": msg_id, "state": "queued", "device_id": "260", "sim": "1"}
     ]
     msg = relay.status(msg_id)
     assert (msg.state, msg.sendto, msg.final, msg.attempts) == (State.QUEUED, PHONE, False, 0)
@@ -233,7 +222,7 @@ def count_enqueue(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     def counting(client: Any, name: str, keys: Any, args: Any) -> Any:
         if name == "enqueue":
-            calls.append(len(args) - 3)
+            calls.append(len(args) - 6)  # ARGV: 6 values, then one per message
         return real(client, name, keys, args)
 
     monkeypatch.setattr(scripts_module, "call", counting)
@@ -360,7 +349,8 @@ def test_a_future_timetosend_waits_in_the_schedule(
     assert redis_conn.zrange(keys.sched_due, 0, -1, withscores=True) == [
         (b"b:260:0", 1_800_000_300_000)
     ]
-    assert hash_of(redis_conn, keys.msg(later))["t_scheduled"] == "1800000000000"
+    assert "t_scheduled" not in hash_of(redis_conn, keys.msg(later))  # the id says it
+    assert relay.status(later).times == {"scheduled": datetime.fromtimestamp(1_800_000_000, UTC)}
     assert counts(redis_conn, keys) == {"scheduled": 2, "queued": 1}
 
 

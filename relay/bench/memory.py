@@ -2,9 +2,13 @@
 ``send_many`` of N messages with 70-character bodies, divided by N, minus the body.
 
 What a queued message costs: its record hash, its id in the lane list, its ``queued``
-event on the events stream, and its share of the main keyspace dictionary. A breakdown
-by ``MEMORY USAGE`` (record hashes sampled, the lanes and the stream whole) is reported
-beside it: it does not count the dictionary entries, so it comes out a little lower.
+event on the events stream, and its share of the main keyspace dictionary (the index). The
+breakdown is by ``MEMORY USAGE`` (record hashes sampled, the lanes and the stream whole); the
+index is what the delta holds beyond those three.
+
+Beside it, in the same run and on the same server, the same messages stored in relay 0.1's
+record shape (every field written, the body in one field: a hash table once the body passes
+64 bytes; the full first event), so the saving is measured, not remembered.
 
 The Redis is shared with whatever else runs on it: the delta is taken after the server's
 lazy frees settle, and the breakdown says how much of it is relay's own keys.
@@ -21,11 +25,14 @@ import redis
 from relay.bench.config import BenchConfig
 from relay.bench.env import Scope, messages
 from relay.bench.report import Measurement, Row, fmt
+from relay.connection import delete_prefix
 from relay.core import Relay
+from relay.ids import new_ids
 from relay.keys import Keys
 from relay.lanes import DeviceSim
 
 TARGET_BYTES = 250
+PARTS = ("record", "lane", "event", "index")
 SAMPLE = 200
 
 
@@ -40,9 +47,10 @@ def used_memory(conn: redis.Redis) -> int:
 
 
 def breakdown(
-    conn: redis.Redis, keys: Keys, ids: list[str], devices: list[int]
+    conn: redis.Redis, keys: Keys, ids: list[str], devices: list[int], delta: float
 ) -> dict[str, float]:
-    """Bytes per message by ``MEMORY USAGE``: record (sampled), lane share, event share."""
+    """Bytes per message by ``MEMORY USAGE``: record (sampled), lane share, event share, and
+    the index: the rest of the per-message ``used_memory`` delta."""
     sample = random.Random(0).sample(ids, min(SAMPLE, len(ids)))
     records = [int(conn.memory_usage(keys.msg(i), samples=0) or 0) for i in sample]
     lanes = sum(
@@ -50,11 +58,39 @@ def breakdown(
     )
     events = int(conn.memory_usage(keys.events, samples=0) or 0)
     n = len(ids)
-    return {
-        "record": sum(records) / len(records),
-        "lane": lanes / n,
-        "event": events / n,
-    }
+    parts = {"record": sum(records) / len(records), "lane": lanes / n, "event": events / n}
+    parts["index"] = delta - sum(parts.values())
+    return parts
+
+
+def store_old_shape(conn: redis.Redis, keys: Keys, items: list[dict[str, object]]) -> list[str]:
+    """``items`` stored as relay 0.1 stored a queued message: the record with every field
+    (the body in one field), the id on its lane, the full first event. Returns the ids."""
+    now = int(time.time() * 1000)
+    ids = new_ids(now, len(items))
+    pipe = conn.pipeline(transaction=False)
+    for n, (msg_id, item) in enumerate(zip(ids, items, strict=True)):
+        dev = int(str(item["device_id"]))
+        record = {
+            "sendto": str(item["sendto"]),
+            "body": str(item["body"]),
+            "device_id": dev,
+            "sim": 0,
+            "urgent": 0,
+            "state": "queued",
+            "final": 0,
+            "t_queued": now,
+            "attempts": 0,
+        }
+        pipe.hset(keys.msg(msg_id), mapping=record)  # type: ignore[arg-type]
+        pipe.rpush(keys.lane(DeviceSim(dev, 0).bulk), msg_id)
+        event = {"id": msg_id, "state": "queued", "prev": "", "final": 0, "at": now}
+        event |= {"device_id": dev, "sim": 0, "urgent": 0}
+        pipe.xadd(keys.events, event)  # type: ignore[arg-type]
+        if n % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+    return ids
 
 
 def redis_config(url: str) -> dict[str, str]:
@@ -90,14 +126,22 @@ def measure(cfg: BenchConfig) -> Measurement:
         before = used_memory(conn)
         ids = relay.send_many(items[1:])
         after = used_memory(conn)
-        parts = breakdown(conn, relay.ctx.keys, ids, devices)
+        n = len(ids)
+        parts = breakdown(conn, relay.ctx.keys, ids, devices, (after - before) / n)
+        scope.cleanup()
+        old_keys = Keys(f"{scope.prefix}o")  # as short a prefix, a keyspace of its own
+        before_old = used_memory(conn)
+        old_ids = store_old_shape(conn, old_keys, items[1:])
+        after_old = used_memory(conn)
+        old_parts = breakdown(conn, old_keys, old_ids, devices, (after_old - before_old) / n)
+        delete_prefix(conn, old_keys.prefix)
     finally:
         relay.close()
         scope.cleanup()
         conn.close()
-    n = len(ids)
     per = (after - before) / n
     beyond = per - cfg.body_len
+    old_beyond = (after_old - before_old) / n - cfg.body_len
     m.values = {
         "messages": n,
         "body_len": cfg.body_len,
@@ -108,6 +152,7 @@ def measure(cfg: BenchConfig) -> Measurement:
         "per_million_mb": per * 1_000_000 / 2**20,
         "key_prefix_len": len(scope.prefix),
         "redis_config": redis_config(scope.redis_url),
+        "shape_0_1": {"bytes_beyond_body": old_beyond, "memory_usage_breakdown": old_parts},
     }
     t = m.target(
         "bytes per message beyond the body", beyond, TARGET_BYTES, at_least=False, unit=" B"
@@ -116,9 +161,12 @@ def measure(cfg: BenchConfig) -> Measurement:
         Row("used_memory per message", fmt(per, " B"), f"{n:,} msgs, body {cfg.body_len} B"),
         Row("  beyond the body", fmt(beyond, " B"), "", t),
         Row(
-            "  record / lane / event",
-            " / ".join(fmt(parts[k]) for k in ("record", "lane", "event")),
-            "MEMORY USAGE, bytes",
+            "  record / lane / event / index",
+            " / ".join(fmt(parts[k]) for k in PARTS),
+            "0.1 shape: " + " / ".join(fmt(old_parts[k]) for k in PARTS),
+        ),
+        Row(
+            "  0.1's record shape, beyond the body", fmt(old_beyond, " B"), "same run, same server"
         ),
         Row("a million queued", fmt(per * 1_000_000 / 2**20, " MiB")),
     ]

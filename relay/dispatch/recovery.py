@@ -29,7 +29,7 @@ from relay.log import get_logger
 from relay.processes import is_dead, read_beats
 from relay.reconcile.matching import Submitted
 from relay.states import WAITING_STATES, State
-from relay.store import read_fields
+from relay.store import read_fields, waiting_since_ms
 
 log = get_logger(__name__)
 
@@ -45,8 +45,8 @@ _FIELDS = (
     "sendto",
     "body",
     "customerid",
-    "sim",
     "urgent",
+    "timetosend",
     "t_queued",
     "t_requeued",
     "t_scheduled",
@@ -67,18 +67,18 @@ class Doubt:
     submitted: Submitted
 
     @classmethod
-    def of(cls, msg_id: str, claimed_s: float, vals: Sequence[str | None]) -> Doubt:
+    def of(cls, msg_id: str, batch: Batch, vals: Sequence[str | None]) -> Doubt:
         h = {k: v or "" for k, v in zip(_FIELDS, vals, strict=True)}
-        customer, sim = h["customerid"], h["sim"]
+        customer = h["customerid"]
         submitted = Submitted(
             msg_id,
             h["sendto"],
             h["body"],
             int(customer) if customer else None,
-            claimed_s,
-            int(sim) if sim else None,
+            batch.claimed_ms / 1000,
+            batch.pair.sim,
         )
-        waiting = max(int(h[f] or 0) for f in ("t_queued", "t_requeued", "t_scheduled"))
+        waiting = waiting_since_ms(msg_id, {k: v for k, v in h.items() if v})
         return cls(
             msg_id,
             h["state"] or None,
@@ -96,9 +96,8 @@ class Doubt:
 def load_doubts(ctx: Context, batch: Batch) -> list[Doubt]:
     """The messages of ``batch`` whose records still exist."""
     rows = read_fields(ctx.conn, ctx.keys, batch.ids, _FIELDS)
-    claimed = batch.claimed_ms / 1000
     return [
-        Doubt.of(msg_id, claimed, vals)
+        Doubt.of(msg_id, batch, vals)
         for msg_id, vals in zip(batch.ids, rows, strict=True)
         if vals[0] is not None
     ]

@@ -15,7 +15,11 @@
 -- ARGV[1]      now (ms)
 -- ARGV[2]      events stream MAXLEN (approximate)
 -- ARGV[3]      idempotency key TTL (s)
--- ARGV[3+i]    message i: 12 values joined by "\31" (unit separator, which validation
+-- ARGV[4]      the state of a message queued now ("queued")
+-- ARGV[5]      the state of a message due later ("scheduled")
+-- ARGV[6]      body chunk size (bytes): a hash stays a compact listpack only while every
+--              value is at most Redis's hash-max-listpack-value (64 by default)
+-- ARGV[6+i]    message i: 12 values joined by "\31" (unit separator, which validation
 --              keeps out of every field): id, sendto, body, device_id, sim, urgent (0/1),
 --              customerid or "", due ms or "" (queued now), key or "", RQ job id of the
 --              lane's ticket or "" (scheduled), its lane's member ("kind:dev:sim"), its
@@ -25,15 +29,19 @@
 -- {0, {positions of those ids}} so the caller makes new ids. Otherwise, per message: when
 -- its idempotency key is already set (by an earlier call, or an earlier message of this
 -- chunk) nothing, and its result is the id stored under the key; else SET the key NX EX,
--- HSET the record (non-empty fields; state queued|scheduled, final 0, t_<state>, attempts 0),
+-- HSET the record: sendto, the body in chunks of at most ARGV[6] bytes, each ending on a
+-- whole UTF-8 character (body, body1, body2, ...), device_id, state, and only when they say something: sim (not 0), urgent (1),
+-- customerid, timetosend, key. Nothing derivable is stored: final 0, attempts 0 and the
+-- creation time (the id says it) are the defaults a reader assumes;
 -- RPUSH the id to its lane (then SET the ticket NX to the job id) or ZADD it to the
 -- schedule with its due ms (and lower the sched-due score of its lane member to it), SADD
--- its device/SIM member to lanes, HINCRBY counts, one XADD event like transition.lua's
--- (id, state, prev "", final 0, at, device_id, sim, [customerid], urgent).
+-- its device/SIM member to lanes, HINCRBY counts, one lean XADD event (id, state,
+-- device_id, [sim], [customerid], [urgent]: prev is none, final 0 and at the id's time).
 -- Returns, flat, {1, id per message..., positions whose ticket key this call set...}
 -- (the first n values after the 1 are the ids).
 
 local now, maxlen, idem_ttl = ARGV[1], ARGV[2], ARGV[3]
+local queued_state, scheduled_state, chunk = ARGV[4], ARGV[5], tonumber(ARGV[6])
 local n = (#KEYS - 4) / 4
 
 local taken = {}
@@ -61,7 +69,7 @@ end
 
 local out, armed = {1}, {}
 for i = 1, n do
-  local b, f = 4 + 4 * (i - 1), fields(ARGV[3 + i])
+  local b, f = 4 + 4 * (i - 1), fields(ARGV[6 + i])
   local id, sendto, body, dev, sim = f[1], f[2], f[3], f[4], f[5]
   local urgent, cid, due, key, job, member, pair = f[6], f[7], f[8], f[9], f[10], f[11], f[12]
   local known = nil
@@ -72,10 +80,25 @@ for i = 1, n do
     out[i + 1] = known
   else
     out[i + 1] = id
-    local state = "queued"
-    if due ~= "" then state = "scheduled" end
-    local rec = {"sendto", sendto, "body", body, "device_id", dev, "sim", sim, "urgent", urgent,
-                 "state", state, "final", "0", "t_" .. state, now, "attempts", "0"}
+    local state = queued_state
+    if due ~= "" then state = scheduled_state end
+    local rec = {"sendto", sendto, "device_id", dev, "state", state}
+    local part, pos = 0, 1
+    while pos <= #body do
+      local last = pos + chunk - 1
+      -- never cut a UTF-8 character: back off while the next byte continues one
+      while last < #body and last > pos do
+        local byte = string.byte(body, last + 1)
+        if byte < 128 or byte > 191 then break end
+        last = last - 1
+      end
+      local name = "body"
+      if part > 0 then name = "body" .. part end
+      rec[#rec + 1] = name; rec[#rec + 1] = string.sub(body, pos, last)
+      part, pos = part + 1, last + 1
+    end
+    if sim ~= "0" then rec[#rec + 1] = "sim"; rec[#rec + 1] = sim end
+    if urgent == "1" then rec[#rec + 1] = "urgent"; rec[#rec + 1] = "1" end
     if cid ~= "" then rec[#rec + 1] = "customerid"; rec[#rec + 1] = cid end
     if due ~= "" then rec[#rec + 1] = "timetosend"; rec[#rec + 1] = due end
     if key ~= "" then rec[#rec + 1] = "key"; rec[#rec + 1] = key end
@@ -88,9 +111,10 @@ for i = 1, n do
     end
     redis.call("SADD", KEYS[3], pair)
     redis.call("HINCRBY", KEYS[1], state, 1)
-    local ev = {"id", id, "state", state, "prev", "", "final", "0", "at", now, "device_id", dev, "sim", sim}
+    local ev = {"id", id, "state", state, "device_id", dev}
+    if sim ~= "0" then ev[#ev + 1] = "sim"; ev[#ev + 1] = sim end
     if cid ~= "" then ev[#ev + 1] = "customerid"; ev[#ev + 1] = cid end
-    ev[#ev + 1] = "urgent"; ev[#ev + 1] = urgent
+    if urgent == "1" then ev[#ev + 1] = "urgent"; ev[#ev + 1] = "1" end
     redis.call("XADD", KEYS[2], "MAXLEN", "~", maxlen, "*", unpack(ev))
   end
 end

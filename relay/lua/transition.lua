@@ -5,7 +5,7 @@
 -- KEYS[3]      index to ZADD each changed id to (score = now); KEYS[2] again for none
 -- KEYS[4]      index to ZREM each changed id from; KEYS[2] again for none
 --              (a real key of relay's, not "": Redis ACL key patterns must allow every key)
--- KEYS[5..]    message hashes, one per id in ARGV[11..]
+-- KEYS[5..]    message hashes, one per id in ARGV[12..]
 -- ARGV[1]      new state
 -- ARGV[2]      allowed current states, comma separated (relay.states.ALLOWED_FROM decides
 --              them; this script knows no state by name)
@@ -16,13 +16,15 @@
 -- ARGV[7]      JSON object of fields set on every changed message ({} for none)
 -- ARGV[8]      JSON array (one object per id) of per-message fields, or "" for none
 -- ARGV[9]      1 to leave alone a record whose final flag is 1, else 0
--- ARGV[10]     time field set instead of t_<new state> when the record has that one
---              already ("" : t_<new state> is overwritten)
--- ARGV[11..]   message ids
+-- ARGV[10]     time field set instead of t_<new state> on a return to that state ("": none)
+-- ARGV[11]     the one current state a move is a first arrival from (others are returns)
+-- ARGV[12..]   message ids
 --
--- Changes: each message whose state is allowed gets state, final, its time field = now
--- and the fields; counts move; one event per change on the stream. A message missing or in
--- another state is left alone. Returns, per id, 1 if it changed else 0.
+-- Changes: each message whose state is allowed gets state, final (set to 1, or removed: 0
+-- is the default a reader assumes), its time field = now and the fields; counts move; one
+-- event per change on the stream (sim and urgent 0 when the record leaves them out). A
+-- message missing or in another state is left alone. Returns, per id, 1 if it changed
+-- else 0.
 
 local to, now, final = ARGV[1], ARGV[3], ARGV[4]
 local allowed = {}
@@ -30,20 +32,26 @@ for s in string.gmatch(ARGV[2], "[^,]+") do allowed[s] = true end
 local common = cjson.decode(ARGV[7])
 local each = nil
 if ARGV[8] ~= "" then each = cjson.decode(ARGV[8]) end
-local open_only, again = ARGV[9] == "1", ARGV[10]
+local open_only, again, first_from = ARGV[9] == "1", ARGV[10], ARGV[11]
 local stamp = "t_" .. to
 local event_fields = {"device_id", "sim", "customerid", "sms_id", "status", "statustitle", "error", "urgent"}
+local event_defaults = {sim = "0", urgent = "0"}
 
 local result = {}
 for i = 5, #KEYS do
-  local key, id = KEYS[i], ARGV[i + 6]
+  local key, id = KEYS[i], ARGV[i + 7]
   local cur = redis.call("HGET", key, "state")
   local ok = cur and allowed[cur] == true
   if ok and open_only then ok = redis.call("HGET", key, "final") ~= "1" end
   if ok then
     local field = stamp
-    if again ~= "" and redis.call("HEXISTS", key, stamp) == 1 then field = again end
-    redis.call("HSET", key, "state", to, "final", final, field, now)
+    if again ~= "" and cur ~= first_from then field = again end
+    redis.call("HSET", key, "state", to, field, now)
+    if final == "1" then
+      redis.call("HSET", key, "final", "1")
+    else
+      redis.call("HDEL", key, "final")
+    end
     for f, v in pairs(common) do redis.call("HSET", key, f, tostring(v)) end
     if each and each[i - 4] then
       for f, v in pairs(each[i - 4]) do redis.call("HSET", key, f, tostring(v)) end
@@ -57,9 +65,10 @@ for i = 5, #KEYS do
     local ev = {"id", id, "state", to, "prev", cur, "final", final, "at", now}
     local vals = redis.call("HMGET", key, unpack(event_fields))
     for j, f in ipairs(event_fields) do
-      if vals[j] and vals[j] ~= "" then
+      local v = vals[j] or event_defaults[f]
+      if v and v ~= "" then
         ev[#ev + 1] = f
-        ev[#ev + 1] = vals[j]
+        ev[#ev + 1] = v
       end
     end
     redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[5], "*", unpack(ev))

@@ -29,7 +29,7 @@ from relay.lanes import LaneId
 from relay.log import get_logger
 from relay.produce.validation import TimeToSend, ValidMessage, check, validate
 from relay.states import WAITING_STATES, State
-from relay.store import Message
+from relay.store import BODY_CHUNK, Message
 
 log = get_logger(__name__)
 
@@ -182,6 +182,9 @@ class Producer:
             now_ms,
             self.settings.events_maxlen,
             self.settings.idempotency_ttl,
+            State.QUEUED.value,
+            State.SCHEDULED.value,
+            BODY_CHUNK,
         ]
         for msg, msg_id in zip(msgs, ids, strict=True):
             # never "" in KEYS: an ACL user limited to ~<prefix>:* may not name it

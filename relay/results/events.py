@@ -21,8 +21,11 @@ stream is capped near ``RELAY_EVENTS_MAXLEN`` entries. An entry's fields:
 ``urgent``       ``1`` for urgent messages, else ``0``
 ===============  ==========================================================================
 
-Fields without a value are left out. The event's own id is the stream entry id
-(``1718000000000-0``): unique, increasing, usable to deduplicate.
+Fields without a value are left out. A message's first event (``queued`` or ``scheduled``,
+written by ``lua/enqueue.lua``) is lean, as it is the one every message has: no ``prev``,
+``final`` 0 left out, no ``at`` (the message's creation, the time in its id), ``sim`` 0 and
+``urgent`` 0 left out; :class:`Event` fills all of them in. The event's own id is the stream
+entry id (``1718000000000-0``): unique, increasing, usable to deduplicate.
 
 Readers use consumer groups, so several processes share the work and nothing is lost when
 one dies: :func:`read_events` creates the group when needed, first takes over entries that
@@ -42,6 +45,7 @@ import redis
 
 from relay.connection import text
 from relay.context import Context
+from relay.ids import ID_LENGTH, id_time_ms
 from relay.log import get_logger
 from relay.states import FINAL_STATES
 
@@ -81,6 +85,8 @@ class Event:
         """Parse a stream entry (field values as Redis returns them)."""
         raw = {text(k): text(v) for k, v in fields.items()}
         ints = {name: int(raw[name]) if raw.get(name) else None for name in _INT_FIELDS}
+        if ints["sim"] is None and ints["device_id"] is not None:
+            ints["sim"] = 0  # a lean first event leaves SIM 0 out
         texts = {name: raw.get(name) or None for name in _TEXT_FIELDS}
         return cls(
             event_id=text(entry_id),
@@ -88,7 +94,7 @@ class Event:
             state=raw.get("state", ""),
             prev=raw.get("prev") or None,
             final=raw.get("final") == "1",
-            at_ms=int(raw.get("at") or 0),
+            at_ms=int(raw.get("at") or 0) or _created_ms(raw.get("id", "")),
             urgent=raw.get("urgent") == "1",
             **ints,  # type: ignore[arg-type]
             **texts,  # type: ignore[arg-type]
@@ -129,6 +135,14 @@ class Event:
         """The inverse of :meth:`to_dict` (webhook jobs carry events in this form)."""
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _created_ms(msg_id: str) -> int:
+    """A lean first event's time: its message's creation, the time in the id."""
+    try:
+        return id_time_ms(msg_id) if len(msg_id) == ID_LENGTH else 0
+    except ValueError:
+        return 0
 
 
 def ensure_group(ctx: Context, group: str, *, start: str = "0") -> bool:

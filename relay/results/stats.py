@@ -28,12 +28,14 @@ from relay.devices import StoredDevice
 from relay.keys import Keys
 from relay.lanes import DeviceSim
 from relay.states import FINAL_STATES, State
+from relay.store import waiting_since_ms
 
 if TYPE_CHECKING:
     from relay.context import Context
 
 SPLIT_LIMIT = 10_000
 """Most awaiting ids of one device read one by one to split them by SIM (above: per device)."""
+_WAITING_FIELDS = ["state", "timetosend", "t_queued", "t_requeued", "t_scheduled"]
 OPEN_STATES = tuple(s for s in State if s not in FINAL_STATES and s != State.SENT)
 """States that always mean work is left (``sent`` may be final: its record says)."""
 
@@ -236,17 +238,19 @@ class _Reader:
             return {}, {}
         pipe = self.conn.pipeline(transaction=False)
         for msg_id in heads:
-            pipe.hmget(self.keys.msg(msg_id), ["t_requeued", "t_queued"])
+            pipe.hmget(self.keys.msg(msg_id), _WAITING_FIELDS)
         for msg_id in split_ids:
-            pipe.hget(self.keys.msg(msg_id), "sim")
+            pipe.hmget(self.keys.msg(msg_id), ["state", "sim"])
         out = pipe.execute()
-        queued_at = {
-            h: int(again or first) / 1000
-            for h, (again, first) in zip(heads, out, strict=False)
-            if (again or first) is not None
-        }
-        sims = {
-            i: int(v) for i, v in zip(split_ids, out[len(heads) :], strict=True) if v is not None
+        queued_at = {}
+        for head, row in zip(heads, out, strict=False):
+            found = {f: text(v) for f, v in zip(_WAITING_FIELDS, row, strict=True) if v}
+            if found.get("state"):  # the record exists
+                queued_at[head] = waiting_since_ms(head, found) / 1000
+        sims = {  # a record without sim is on SIM 0
+            i: int(sim or 0)
+            for i, (state, sim) in zip(split_ids, out[len(heads) :], strict=True)
+            if state
         }
         return queued_at, sims
 
