@@ -38,3 +38,18 @@ def test_every_setting_is_in_the_configuration_table() -> None:
             assert shown == "`{}`", variable
         else:
             assert shown == f"`{default}`", variable
+
+
+def test_internals_names_every_module_of_the_core_and_the_stages() -> None:
+    """docs/internals.md says where each concept lives: every module of the shared core and of
+    the stage packages is named there (a module added without a word fails this)."""
+    text = (ROOT / "docs" / "internals.md").read_text()
+    stages = ("produce", "dispatch", "reconcile", "results", "run", "api", "dropin")
+    modules = [p for p in (ROOT / "relay").glob("*.py") if not p.name.startswith("__")]
+    modules += [p for s in stages for p in (ROOT / "relay" / s).glob("*.py")]
+    missing = [
+        str(p.relative_to(ROOT))
+        for p in modules
+        if not p.name.startswith("__") and f"`{p.name}`" not in text and f"{p.stem}.py" not in text
+    ]
+    assert missing == [], missing
