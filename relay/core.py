@@ -13,12 +13,12 @@ keys, store, clock, lazily the gateway client); it is safe to share between thre
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import redis
 
 from relay.clock import SYSTEM_CLOCK, Clock
+from relay.closing import Closing
 from relay.context import Context
 from relay.errors import NotFoundError
 from relay.produce.producer import DEFAULT_CHUNK, Producer
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from relay.results.stats import Stats
 
 
-class Relay:
+class Relay(Closing):
     """Send messages, follow and cancel them, read the numbers.
 
     ``settings`` default to the environment (``RELAY_*``, ``.env``); ``conn`` to a pool on
@@ -117,14 +117,3 @@ class Relay:
     def close(self) -> None:
         """Release the Redis connections and the gateway client (given ones too)."""
         self.ctx.close()
-
-    def __enter__(self) -> Relay:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

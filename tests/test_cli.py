@@ -149,7 +149,17 @@ def test_send_with_key_returns_the_first_id(env: dict[str, str]) -> None:
         (["--to", "+4915700000001", "--device", "260"], ["--body"]),
         (["--to", "+4915700000001", "--body", "x"], ["--device"]),
         (["--body", "x", "--device", "260"], ["--to"]),
-        (["--to", "+4915700000001", "--body", "x", "--device", "abc"], ["--device"]),
+        (["--to", "+4915700000001", "--body", "x", "--device", "abc"], ["device_id"]),
+        # digits of other scripts: refused as the library refuses them, naming the field
+        (
+            ["--to", "+4915700000001", "--body", "x", "--device", "\u0662\u0666\u0660"],
+            ["device_id"],
+        ),
+        (["--to", "+4915700000001", "--body", "x", "--device", "260", "--sim", "\u0661"], ["sim"]),
+        (
+            ["--to", "+4915700000001", "--body", "x", "--device", "260", "--customer-id", "\uff17"],
+            ["customerid"],
+        ),
         (
             [
                 "--to",

@@ -416,6 +416,38 @@ def test_add_many_keeps_unicode_and_omits_unset_fields(
     )
 
 
+def test_add_many_takes_mappings_with_the_gateways_names(
+    client: GatewayClient, gateway: ScriptedGateway
+) -> None:
+    as_dicts = [
+        {"sendto": "015752982212", "body": "Your password is 12345", "device_id": "260",
+         "sim": 1, "urgent": True, "customerid": 122, "timetosend": "2019-07-01 23:50:00"},
+        {"sendto": "015752982212", "body": "Regular SMS. Not urgnet", "device_id": 260, "sim": "1",
+         "urgent": 0, "customerid": "122", "timetosend": datetime(2019, 7, 1, 23, 50)},
+    ]  # fmt: skip
+    client.add_many(as_dicts)
+    seed = sample("seed_addalotofsms_datajson")
+    expected = {"token": TOKEN, "smsdata": seed["smsdata"]}
+    assert gateway.requests[0].form["datajson"] == json.dumps(expected, separators=(",", ":"))
+
+
+@pytest.mark.parametrize(
+    ("item", "words"),
+    [
+        ({"to": "+49", "body": "x", "device_id": 260}, "unknown: to"),
+        ({"sendto": "+49", "body": "x"}, "missing: device_id"),
+        ({"sendto": "+49", "body": "x", "device_id": "two"}, "wrong type"),
+        ("+49 hi", "not str"),
+    ],
+)
+def test_add_many_refuses_other_items_with_a_clear_type_error(
+    client: GatewayClient, gateway: ScriptedGateway, item: object, words: str
+) -> None:
+    with pytest.raises(TypeError, match=words):
+        client.add_many([item])  # type: ignore[list-item]  # the wrong type is the point
+    assert gateway.requests == []  # nothing sent
+
+
 def test_add_many_of_nothing_sends_nothing(client: GatewayClient, gateway: ScriptedGateway) -> None:
     client.add_many([])
     assert gateway.requests == []

@@ -24,12 +24,12 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 import redis
 
+from relay.closing import Closing
 from relay.connection import delete_prefix
 from relay.errors import ConfigError
 from relay.log import get_logger
@@ -142,7 +142,7 @@ def phones(count: int, poll: float, each: float, first: int = 7001) -> list[Phon
     return [Phone(first + i, poll, each) for i in range(count)]
 
 
-class SimProcess:
+class SimProcess(Closing):
     """``python -m relay.simulator`` in its own process, on a free port."""
 
     def __init__(self, devices: Sequence[Phone], *, report_delay: float = 0.0) -> None:
@@ -194,17 +194,6 @@ class SimProcess:
         if getattr(self, "admin", None) is not None:
             self.admin.close()
         stop_process(self.proc)
-
-    def __enter__(self) -> SimProcess:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _readline(stream: Any, timeout: float) -> str:

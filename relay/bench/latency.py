@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import random
 import time
-from types import TracebackType
 from typing import Any
 
 from relay.bench.config import BenchConfig
@@ -35,6 +34,7 @@ from relay.bench.env import (
 )
 from relay.bench.ledger import percentile
 from relay.bench.report import Measurement, Row, fmt
+from relay.closing import Closing
 from relay.core import Relay
 from relay.keys import Keys
 from relay.lanes import DeviceSim
@@ -49,7 +49,7 @@ WAIT_S = 60.0
 CUSTOMER_BASE = 900_000_000
 
 
-class Setup:
+class Setup(Closing):
     """A simulator, a key prefix and running workers, with ``backlog`` bulk messages queued."""
 
     def __init__(self, cfg: BenchConfig, name: str, backlog: int) -> None:
@@ -144,14 +144,6 @@ class Setup:
         self.sim.close()
         self.scope.cleanup()
         self.conn.close()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def measure(cfg: BenchConfig) -> Measurement:

@@ -22,7 +22,6 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import redis
@@ -31,6 +30,7 @@ from relay.bench.config import BenchConfig
 from relay.bench.env import BenchError, Scope, SimProcess, messages, phones, start_workers
 from relay.bench.ledger import flow, percentile
 from relay.bench.report import Measurement, Row, fmt
+from relay.closing import Closing
 from relay.core import Relay
 
 ROUNDS = 3
@@ -39,7 +39,7 @@ TIMEOUT_S = 600.0
 WARMUP = 50
 
 
-class Pair:
+class Pair(Closing):
     """A primary and one replica (``redis-server`` processes on free ports)."""
 
     def __init__(self) -> None:
@@ -88,17 +88,6 @@ class Pair:
                 proc.kill()
                 proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Pair:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _free_port() -> int:

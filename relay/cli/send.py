@@ -30,16 +30,17 @@ PROGRESS_FROM = 2000
     help="Recipient; repeat for several messages with the same body.",
 )
 @click.option("--body", help="Message text.")
-@click.option("--device", "device_id", type=int, help="Gateway device id that sends it.")
+# device, sim and customer id stay text here: the producer's validation reads them, as it
+# reads every door's (click's int would take Unicode digits the library refuses)
+@click.option("--device", "device_id", help="Gateway device id that sends it.")
 @click.option(
     "--sim",
-    type=int,
-    default=0,
+    default="0",
     show_default=True,
     help="SIM slot: 0-1 SMS, 2-3 WhatsApp, 4-5 RCS.",
 )
 @click.option("--urgent", is_flag=True, help="Urgent lane: goes before any bulk message.")
-@click.option("--customer-id", "customerid", type=int, help="Your own id, echoed in statuses.")
+@click.option("--customer-id", "customerid", help="Your own id, echoed in statuses.")
 @click.option(
     "--at",
     "timetosend",
@@ -67,10 +68,10 @@ PROGRESS_FROM = 2000
 def send(
     recipients: tuple[str, ...],
     body: str | None,
-    device_id: int | None,
-    sim: int,
+    device_id: str | None,
+    sim: str,
     urgent: bool,
-    customerid: int | None,
+    customerid: str | None,
     timetosend: str | None,
     key: str | None,
     path: Path | None,
@@ -102,10 +103,10 @@ def send(
 def _items_from_options(
     recipients: Sequence[str],
     body: str | None,
-    device_id: int | None,
-    sim: int,
+    device_id: str | None,
+    sim: str,
     urgent: bool,
-    customerid: int | None,
+    customerid: str | None,
     timetosend: str | None,
     key: str | None,
 ) -> list[dict[str, Any]]:

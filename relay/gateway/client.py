@@ -27,12 +27,12 @@ import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
 from relay.clock import Clock
+from relay.closing import Closing
 from relay.errors import (
     ConfigError,
     GatewayAuthError,
@@ -69,7 +69,7 @@ Parser = Callable[[Any], T]
 log = get_logger(__name__)
 
 
-class GatewayClient:
+class GatewayClient(Closing):
     """A synchronous SMSGateway24 client; thread-safe, keeps connections alive between calls.
 
     ``base_url`` is the API base (``https://smsgateway24.com/getdata/``); each endpoint URL
@@ -129,17 +129,6 @@ class GatewayClient:
     def close(self) -> None:
         """Close the pooled connections; the client cannot be used afterwards."""
         self._wire.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"GatewayClient({self.base_url!r})"
@@ -217,16 +206,18 @@ class GatewayClient:
         form = {"email": email, "pass": password, **fields}
         return self._wire.submit("smstosend", form, id_field("sms_id"))
 
-    def add_many(self, messages: Sequence[OutgoingSms]) -> None:
+    def add_many(self, messages: Sequence[OutgoingSms | Mapping[str, Any]]) -> None:
         """``addalotofsms``: store a batch in one request. The gateway returns no ids.
 
-        The one form field ``datajson`` holds compact JSON ``{"token":…, "smsdata":[…]}``.
-        An empty batch sends nothing. Never retried: raises :class:`NotSent` or
+        ``messages`` are :class:`OutgoingSms` or mappings with the gateway's field names
+        (:meth:`OutgoingSms.of`; anything else is a :class:`TypeError`, nothing sent). The one
+        form field ``datajson`` holds compact JSON ``{"token":…, "smsdata":[…]}``. An empty
+        batch sends nothing. Never retried: raises :class:`NotSent` or
         :class:`OutcomeUnknown` (then verify with :meth:`get_all_sms` before resending).
         """
         if not messages:
             return
-        items = [message.to_datajson_item() for message in messages]
+        items = [OutgoingSms.of(message).to_datajson_item() for message in messages]
 
         def form(token: str) -> Form:
             data = {"token": token, "smsdata": items}

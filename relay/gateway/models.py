@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -260,6 +260,37 @@ class OutgoingSms:
     urgent: bool = False
     customerid: int | None = None
     timetosend: datetime | str | None = None
+
+    @classmethod
+    def of(cls, item: OutgoingSms | Mapping[str, Any]) -> OutgoingSms:
+        """``item`` as a message: one already, or a mapping with the gateway's field names
+        (``sendto``, ``body``, ``device_id``, optional ``sim``, ``urgent``, ``customerid``,
+        ``timetosend``). Anything else is a :class:`TypeError` saying what is wrong."""
+        if isinstance(item, OutgoingSms):
+            return item
+        if not isinstance(item, Mapping):
+            raise TypeError(f"a message is an OutgoingSms or a mapping, not {type(item).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(item) - names)
+        missing = [n for n in ("sendto", "body", "device_id") if n not in item]
+        if unknown or missing:
+            raise TypeError(
+                f"a message mapping takes the gateway's field names ({', '.join(sorted(names))});"
+                + (f" unknown: {', '.join(map(str, unknown))};" if unknown else "")
+                + (f" missing: {', '.join(missing)}" if missing else "")
+            )
+        try:
+            return cls(
+                sendto=str(item["sendto"]),
+                body=str(item["body"]),
+                device_id=int(item["device_id"]),
+                sim=int(item.get("sim") or 0),
+                urgent=bool(int(item.get("urgent") or 0)),
+                customerid=int(item["customerid"]) if item.get("customerid") is not None else None,
+                timetosend=item.get("timetosend"),
+            )
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"a message mapping has a value of the wrong type: {exc}") from None
 
     def to_datajson_item(self) -> dict[str, Any]:
         """The ``smsdata`` item: keys in the seed's order, ``urgent`` as 0/1, unset keys omitted."""

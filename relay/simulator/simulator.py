@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from types import TracebackType
 from typing import Any
 
 from relay.clock import SYSTEM_CLOCK, Clock
@@ -93,12 +92,7 @@ class Simulator:
     def __enter__(self) -> Simulator:
         return self if self._server is not None else self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # --- addresses and credentials -----------------------------------------------------
