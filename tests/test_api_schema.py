@@ -107,3 +107,16 @@ def test_every_operation_answers_as_documented(
         case.call_and_validate(base_url=fuzzed_server.url, headers=auth, checks=CHECKS, timeout=30)
 
     fuzz()
+
+
+def test_event_stream_events_match_the_document(api_schema: Any, fuzzed_server: ApiServer) -> None:
+    """Fuzzing rarely replays stored events; this reads some for certain and checks each
+    event's JSON against the document (``contentSchema`` of ``data``)."""
+    auth = {"Authorization": f"Bearer {fuzzed_server.admin_key}"}
+    with fuzzed_server.client() as c:
+        c.post("/v1/messages", json={"sendto": "+4915752982212", "body": "x", "device_id": 260})
+    case = api_schema["/v1/events"]["GET"].Case(query={"timeout": 0.2, "last_event_id": "0"})
+    response = case.call_and_validate(
+        base_url=fuzzed_server.url, headers=auth, checks=CHECKS, timeout=30
+    )
+    assert response.text.count("\ndata: {") >= 1

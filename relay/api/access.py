@@ -23,9 +23,11 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 
 
 class RequestMetrics:
-    """The request counter and latency histogram of one app, in its own registry."""
+    """The request counter and latency histogram of one app, in its own registry (None: in
+    none, as in prometheus_client's multiprocess mode, where every process writes them to
+    ``PROMETHEUS_MULTIPROC_DIR`` and a ``MultiProcessCollector`` adds them up)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
         labels = ("method", "route", "status")
         self.requests = Counter(
             "relay_http_requests",

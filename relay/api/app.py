@@ -10,6 +10,7 @@ beside relay's gauges.
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +28,7 @@ from starlette.routing import request_response
 
 from relay.api import docs, dropin, errors, events, health, keys, messages, results
 from relay.api.access import AccessLog, RequestMetrics
+from relay.api.server import MULTIPROC_ENV
 from relay.api.state import ApiState
 from relay.apikeys import ApiKeys
 from relay.core import Relay
@@ -113,6 +115,14 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RelayCollector(relay.ctx))
     app.state.registry = registry
+    request_registry: CollectorRegistry | None = registry
+    if os.environ.get(MULTIPROC_ENV):
+        # several server processes (relay serve --workers N): each writes its request
+        # metrics to the shared directory and any of them answers for all
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        request_registry = None
     errors.install(app, settings.api_retry_after)
     app.include_router(messages.send_router)
     for module in (messages, results, events, keys, health, dropin):
@@ -125,7 +135,7 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
         messages.cancel_message,
         dropin.getdata,
     )
-    app.add_middleware(AccessLog, metrics=RequestMetrics(registry))
+    app.add_middleware(AccessLog, metrics=RequestMetrics(request_registry))
     return app
 
 

@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from relay.api.schemas import BatchIn, KeyIn, MessageIn
+from relay.api.schemas import BatchIn, KeyIn, MessageIn, StreamEvent
 
 ASSETS = "/docs/assets"
 
@@ -28,8 +28,9 @@ first, paced per phone, every status written back.
 
 Authenticate with `Authorization: Bearer <key>`; keys come from
 `relay apikey create NAME --scope send|read|admin`. Every error answers
-`{"error": {"code", "message", "field"?}}`. `503` with `Retry-After` means Redis is away and
-nothing was stored.
+`{"error": {"code", "message", "field"?}}`. `503` with `Retry-After` means Redis is away: its
+message says whether nothing was stored or the outcome is unknown (then send again with the
+same `Idempotency-Key`, which never stores a message twice).
 """
 
 
@@ -64,7 +65,7 @@ def install(app: FastAPI) -> None:
                 routes=app.routes,
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (MessageIn, BatchIn, KeyIn):
+            for model in (MessageIn, BatchIn, KeyIn, StreamEvent):
                 body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 for name, sub in body.pop("$defs", {}).items():
                     components.setdefault(name, sub)

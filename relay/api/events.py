@@ -29,7 +29,7 @@ from fastapi.responses import StreamingResponse
 
 from relay.api.auth import authorize, bearer
 from relay.api.errors import ApiError
-from relay.api.schemas import error_responses
+from relay.api.schemas import error_responses, sse_schema
 from relay.api.state import api_state
 from relay.apikeys import READ
 from relay.log import get_logger
@@ -42,6 +42,14 @@ router = APIRouter(prefix="/v1", tags=["events"], dependencies=[Security(bearer)
 POLL_S = 1.0
 """Longest single XREAD block: how soon a stream notices the server stopping."""
 BATCH = 500
+STREAM_ERROR = json.dumps(
+    {
+        "error": {
+            "code": "unavailable",
+            "message": "relay's Redis went away; reconnect with Last-Event-ID",
+        }
+    }
+).encode()
 _STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}|[0-9]{1,20}")
 
 SSE_EXAMPLE = (
@@ -59,9 +67,7 @@ SSE_EXAMPLE = (
     responses={
         200: {
             "description": "An endless text/event-stream.",
-            "content": {
-                "text/event-stream": {"schema": {"type": "string"}, "example": SSE_EXAMPLE}
-            },
+            "content": {"text/event-stream": {"schema": sse_schema(), "example": SSE_EXAMPLE}},
         },
         **error_responses(401, 403, 422, 503),
     },
@@ -151,7 +157,7 @@ async def _sse(
             answer: Any = await conn.xread({key: cursor}, count=BATCH, block=block_ms)
         except redis.RedisError as exc:
             log.warning("sse.redis_unavailable", error=type(exc).__name__)
-            yield b'event: error\ndata: {"error": {"code": "unavailable"}}\n\n'
+            yield b"event: error\ndata: " + STREAM_ERROR + b"\n\n"
             return
         chunks: list[bytes] = []
         for _stream, entries in answer or []:

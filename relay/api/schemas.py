@@ -198,6 +198,74 @@ class NewApiKey(ApiKeyOut):
     key: str
 
 
+class StreamEvent(BaseModel):
+    """The ``data`` of one event on ``GET /v1/events`` (also the webhook body)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "1893553445120-0",
+                    "id": "0mhx3k2p4a7fq1",
+                    "state": "delivered",
+                    "prev": "sent",
+                    "final": True,
+                    "at": "2030-01-02T03:04:05.120+00:00",
+                    "at_ms": 1893553445120,
+                    "device_id": 260,
+                    "sim": 0,
+                    "customerid": None,
+                    "sms_id": 48213,
+                    "status": 7,
+                    "statustitle": "Delivered",
+                    "error": None,
+                    "urgent": True,
+                }
+            ]
+        }
+    )
+
+    event_id: str = Field(description="The stream entry id, as the SSE `id:`.")
+    id: str = Field(description="The message id.")
+    state: str
+    prev: str | None
+    final: bool
+    at: str
+    at_ms: int
+    device_id: int | None
+    sim: int | None
+    customerid: int | None
+    sms_id: int | None
+    status: int | None
+    statustitle: str | None
+    error: str | None
+    urgent: bool
+
+
+def sse_schema() -> dict[str, Any]:
+    """One Server-Sent Event of ``/v1/events``: ``id`` and a JSON ``data`` (a
+    :class:`StreamEvent`, or an error body on an ``event: error`` before the stream ends)."""
+    content = {
+        "anyOf": [
+            {"$ref": "#/components/schemas/StreamEvent"},
+            {"$ref": "#/components/schemas/ErrorBody"},
+        ]
+    }
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "id": {"type": "string"},
+            "event": {"type": "string"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": content,
+            },
+        },
+    }
+
+
 class Health(BaseModel):
     status: str
 
@@ -244,7 +312,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "The body is larger than RELAY_API_BODY_MAX (or the batch than RELAY_API_BATCH_MAX).",
         415: "The body is not application/json.",
         422: "Invalid input; nothing stored.",
-        503: "Redis is not reachable; nothing stored. Retry after Retry-After seconds.",
+        503: "Redis is not reachable. Retry after Retry-After seconds (with the same "
+        "Idempotency-Key when the message says the outcome is unknown).",
     }
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:

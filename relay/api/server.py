@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 from types import FrameType
+from typing import Any
 
 from relay.errors import RelayError
 from relay.log import get_logger
@@ -25,6 +26,9 @@ from relay.settings import Settings, settings_env
 log = get_logger(__name__)
 
 APP = "relay.api.app:app_from_env"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Set by ``relay serve --workers N`` (N > 1) to a directory of its own: request metrics
+are then counted across the server processes (prometheus_client's multiprocess mode)."""
 
 
 class PortUnavailable(RelayError):
@@ -81,16 +85,32 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
     # uvicorn re-raises the stop signal after its graceful shutdown: end with exit 0 then
     signal.signal(signal.SIGTERM, _exit_zero)
     if workers > 1:
-        from uvicorn.supervisors import Multiprocess
+        _serve_processes(config, sock)
+    else:
+        uvicorn.Server(config).run(sockets=[sock])
+    log.info("serve.stopped")
 
+
+def _serve_processes(config: Any, sock: socket.socket) -> None:
+    """uvicorn's supervisor over ``config.workers`` processes, request metrics shared
+    through a directory of this run's own (prometheus_client's multiprocess mode)."""
+    import shutil
+    import tempfile
+
+    from uvicorn.supervisors import Multiprocess
+
+    metrics_dir = tempfile.mkdtemp(prefix="relay-serve-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
         if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn before 0.36
+            import uvicorn
+
             target = uvicorn.Server(config).run
             Multiprocess(config, target=target, sockets=[sock]).run()  # type: ignore[call-arg]
         else:
             Multiprocess(config, sockets=[sock]).run()
-    else:
-        uvicorn.Server(config).run(sockets=[sock])
-    log.info("serve.stopped")
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 class ServerThread:

@@ -16,6 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+REFUSED = 299
+"""Status recorded for a 2xx answer whose body says the request was refused (not counted ok)."""
+
 MakeRequest = Callable[[int], bytes]
 """Request ``i`` as raw bytes (request line, headers, body)."""
 
@@ -42,7 +45,7 @@ class LoadResult:
 
     @property
     def ok(self) -> int:
-        return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
+        return sum(n for status, n in self.statuses.items() if 200 <= status < REFUSED)
 
     @property
     def rate(self) -> float:
@@ -67,8 +70,9 @@ class Connection:
         reader, writer = await asyncio.open_connection(host, port)
         return cls(reader, writer)
 
-    async def call(self, request: bytes) -> int:
-        """Send ``request``, read its answer; the status code."""
+    async def call(self, request: bytes, expect: bytes | None = None) -> int:
+        """Send ``request``, read its answer; the status code (``REFUSED`` for a 2xx whose
+        body lacks ``expect``: the drop-in answers its errors with HTTP 200)."""
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
@@ -77,8 +81,9 @@ class Connection:
             if line[:15].lower() == b"content-length:":
                 length = int(line[15:])
                 break
-        if length:
-            await self.reader.readexactly(length)
+        body = await self.reader.readexactly(length) if length else b""
+        if expect is not None and 200 <= status < 300 and expect not in body:
+            return REFUSED
         return status
 
     def close(self) -> None:
@@ -86,7 +91,13 @@ class Connection:
 
 
 async def closed_loop(
-    host: str, port: int, make: MakeRequest, *, connections: int, seconds: float
+    host: str,
+    port: int,
+    make: MakeRequest,
+    *,
+    connections: int,
+    seconds: float,
+    expect: bytes | None = None,
 ) -> LoadResult:
     """``connections`` clients sending back to back for ``seconds``."""
     conns = [await Connection.open(host, port) for _ in range(connections)]
@@ -98,7 +109,7 @@ async def closed_loop(
         while time.perf_counter() < end:
             start = time.perf_counter()
             try:
-                status = await conn.call(make(next(counter)))
+                status = await conn.call(make(next(counter)), expect)
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 result.errors += 1
                 return
