@@ -1,10 +1,10 @@
 """Storing drop-in send requests through relay's producer, and issuing their integer ids.
 
-One request is one ``send_many`` of at most :data:`relay.dropin.messages.MAX_MESSAGES`
-messages in one chunk: relay's validation checks every message first, then one call of
-relay's enqueue script stores all of them, so a refused request stores nothing. The
-integer ids are issued right after (``lua/dropin_ids.lua``); a request's messages get
-consecutive ones, and the answer names the first.
+One request is at most :data:`relay.dropin.messages.MAX_MESSAGES` messages: relay's
+validation (``validate``, as ``send_many``) checks every message first, then one call of
+relay's enqueue script (``Producer.enqueue``, one chunk) stores all of them, so a refused
+request stores nothing. The integer ids are issued right after (``lua/dropin_ids.lua``); a
+request's messages get consecutive ones, and the answer names the first.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from relay.dropin.messages import Batch
 from relay.dropin.params import Params
 from relay.errors import DropinRefused, ValidationError
 from relay.log import get_logger
-from relay.produce.validation import check_int
+from relay.produce.validation import validate
 
 log = get_logger(__name__)
 
@@ -63,11 +63,15 @@ class Sender:
 
     def store(self, batch: Batch) -> int:
         """Validate and store ``batch`` in one enqueue call; issue its integer ids; the first."""
+        now = self.relay.ctx.clock.now()
+        settings = self.relay.settings
         try:
-            msg_ids = self.relay.send_many(batch.items, chunk_size=max(1, len(batch.items)))
+            msgs = [validate(item, settings, now, index=i) for i, item in enumerate(batch.items)]
         except ValidationError as exc:
             raise batch.refusal(exc) from None
-        devices = [check_int("device_id", item["device_id"]) for item in batch.items]
+        # one enqueue.lua call for the whole request: stored all at once, or not at all
+        msg_ids = [done.id for done in self.relay.producer.enqueue(msgs, chunk_size=len(msgs))]
+        devices = [msg.device_id for msg in msgs]
         try:
             first = self.ids.assign(msg_ids, devices)
         except redis.RedisError as exc:
@@ -76,7 +80,7 @@ class Sender:
                 f"{len(msg_ids)} message(s) were stored and will be sent, but relay could not "
                 "record their ids (its storage stopped answering): do not send them again"
             ) from None
-        log.info("dropin.stored", messages=len(msg_ids), first=first)
+        log.debug("dropin.stored", messages=len(msg_ids), first=first)
         self._maybe_prune(set(devices), len(msg_ids))
         return first
 

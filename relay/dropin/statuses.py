@@ -8,7 +8,7 @@
 - relay's own endings, which the gateway never reports, are :data:`RELAY_ENDING` (``9``,
   the gateway's generic "not sent") with relay's words: ``rejected`` (the gateway refused
   the submission), ``cancelled`` (withdrawn before it was sent) and ``expired`` (no final
-  code came within ``RELAY_STATUS_TTL``, or its ``ttl`` ran out before submission).
+  code came within ``RELAY_STATUS_TTL``).
 
 Why 9: it is final, a failure, an int the SDK's ``SmsStatus`` takes, and every client that
 knows the codes treats 8-12, 100 and 101 as "not sent"; of those it is the only one that
