@@ -1,5 +1,5 @@
 """Durable acknowledgements: writes on ``RELAY_REDIS_MIN_REPLICAS`` replicas before relay
-answers a ``send`` or calls the gateway with a batch (DESIGN invariant 11).
+answers a ``send`` or calls the gateway with a batch (docs/design.md, invariant 11).
 
 Redis replicates asynchronously: a primary that dies can take its last writes with it, and
 Sentinel then promotes a replica that never saw them. ``WAIT n timeout`` blocks until ``n``

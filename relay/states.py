@@ -59,7 +59,7 @@ ALLOWED_FROM: dict[State, frozenset[State]] = {
     State.EXPIRED: frozenset({State.SUBMITTED}),
 }
 
-#: Gateway status codes (API.md) that end a message as ``failed``.
+#: Gateway status codes (docs/gateway-api.md) that end a message as ``failed``.
 FAILED_CODES = frozenset({8, 9, 10, 11, 12, 100, 101})
 DELIVERED_CODE = 7
 SENT_CODE = 6

@@ -1,6 +1,6 @@
 """The drop-in front ``/getdata/<endpoint>`` over real HTTP (the app under uvicorn on a free
 port, real Redis and fakeredis, the simulator as the gateway): every parameter style of
-gateway/API.md and its quirks, answers read the way the gateway's PHP SDK reads them,
+docs/gateway-api.md and its quirks, answers read the way the gateway's PHP SDK reads them,
 tokens and scopes, fan-out and all-or-nothing batches, integer ids unique under concurrency,
 the reading endpoints and the calls passed on to the gateway."""
 

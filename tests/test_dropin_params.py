@@ -1,4 +1,4 @@
-"""The drop-in's request reading: every parameter style of gateway/API.md merged into one set,
+"""The drop-in's request reading: every parameter style of docs/gateway-api.md merged into one set,
 with the gateway clients' quirks (``customerId``, ``+`` decoded as a space, ints as strings)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Gateway garbage never kills a worker or a reconciler (DESIGN invariant 7).
+"""Gateway garbage never kills a worker or a reconciler (docs/design.md, invariant 7).
 
 A tiny HTTP server of this test (:class:`StubGateway`, on 127.0.0.1:0) answers chosen
 endpoints with fuzzed answers (JSON of wrong shapes and types, HTML error pages, empty

@@ -1,5 +1,5 @@
-"""The gateway answer models against every sample answer of API.md and the seed tables
-(tests/data/api_samples/), plus the quirks API.md lists: date kinds, urgent and
+"""The gateway answer models against every sample answer of docs/gateway-api.md
+(tests/data/api_samples/), plus the quirks docs/gateway-api.md lists: date kinds, urgent and
 customerid spellings, collections keyed by id or empty.
 """
 

@@ -1,4 +1,4 @@
-"""Bad input never enters (DESIGN invariant 7): property tests over every way in.
+"""Bad input never enters (docs/design.md, invariant 7): property tests over every way in.
 
 ``Relay.send``, ``Relay.send_many``, ``relay send`` and ``relay send --file`` (JSONL and
 CSV) get random messages, each either valid (with the stored form worked out here, not by

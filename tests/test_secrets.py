@@ -1,4 +1,4 @@
-"""No secret leaks (DESIGN invariant 8), and jobs are JSON, never pickle.
+"""No secret leaks (docs/design.md, invariant 8), and jobs are JSON, never pickle.
 
 - The whole pipeline (``relay send`` and the library → a real worker process → the gateway
   → a real reconciler process → events → webhooks to a local receiver → ``relay stats``

@@ -13,5 +13,5 @@
 - :mod:`relay.api.server` runs it (``relay serve``): uvicorn with uvloop and httptools,
   one socket shared by ``--workers`` processes, graceful SIGTERM.
 
-Every door calls the same validation and producer as the library (DESIGN invariant 9).
+Every door calls the same validation and producer as the library (docs/design.md, invariant 9).
 """

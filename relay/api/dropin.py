@@ -70,7 +70,7 @@ OPENAPI: dict[str, Any] = {
     ],
     "requestBody": {
         "required": False,
-        "description": "The gateway's fields (API.md), in a form, a multipart form or JSON; "
+        "description": "The gateway's fields, in a form, a multipart form or JSON; "
         "merged with the query's.",
         "content": {
             "application/x-www-form-urlencoded": {"schema": _FIELDS},

@@ -1,7 +1,7 @@
 """``/v1/messages``: send one, send a batch, read one, cancel one.
 
 Every route runs the same code as the library: the producer's validation and its one
-enqueue script (``Relay.send`` / ``send_many``, DESIGN invariant 9).
+enqueue script (``Relay.send`` / ``send_many``, docs/design.md, invariant 9).
 
 The one-message routes make their few sub-millisecond Redis calls (the key check, then the
 enqueue script or a record read) on the event loop itself: a hop to a worker thread cost

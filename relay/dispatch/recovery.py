@@ -1,5 +1,5 @@
 """Recovery: batches whose worker died between claim and outcome, and the one way messages
-of a doubtful batch go back to their lanes (DESIGN invariants 1 and 2).
+of a doubtful batch go back to their lanes (docs/design.md, invariants 1 and 2).
 
 A batch (:mod:`relay.dispatch.batch`) is in ``Keys.inflight`` while a worker submits it.
 :func:`recover_inflight` takes batches older than ``RELAY_INFLIGHT_TIMEOUT`` — sooner when

@@ -1,5 +1,5 @@
 """Verification: a batch whose outcome is unknown is looked for at the gateway before
-anything in it is sent again (DESIGN invariant 2).
+anything in it is sent again (docs/design.md, invariant 2).
 
 A batch reaches ``Keys.verify`` when its request timed out or failed after it went out
 (:mod:`relay.dispatch.submit`), or when its worker died (:mod:`relay.dispatch.recovery`).

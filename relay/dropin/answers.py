@@ -1,4 +1,4 @@
-"""The drop-in's answers in the gateway's shapes (gateway/API.md, the seed tables).
+"""The drop-in's answers in the gateway's shapes (docs/gateway-api.md).
 
 Every answer is a JSON object sent with HTTP 200; a refusal is ``{"error": 1, "message":
 ...}``, which is how the gateway's clients recognise one (the PHP SDK throws on

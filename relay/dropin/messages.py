@@ -1,7 +1,7 @@
 """Drop-in send requests (``addsms``, ``smstosend``, ``addalotofsms``) as relay messages.
 
 The gateway's fields become the mappings ``Relay.send_many`` takes, so relay's own
-validation (DESIGN invariant 9) decides what is valid; this module only reads the
+validation (docs/design.md, invariant 9) decides what is valid; this module only reads the
 gateway's ways of writing a value:
 
 - ``sendto`` may list several recipients separated by commas: one message each, in order

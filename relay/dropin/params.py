@@ -1,6 +1,6 @@
 """The parameters of a drop-in request, read the way the gateway's own clients send them.
 
-Every style in use (gateway/API.md, "What the gateway's own clients send") gives one merged
+Every style in use (docs/gateway-api.md, "What the gateway's own clients send") gives one merged
 set of fields: the query string, then an urlencoded or multipart form body, then a JSON
 object body; a later source wins for a name given twice.
 

@@ -286,7 +286,8 @@ class GatewayClient(Closing):
     def save_contact(self, phone: str, tag_id: int, fullname: str | None = None) -> int:
         """``savecontact``: add a contact under a tag; returns its ``contact_id``.
 
-        The tag goes as both ``tag_id`` (API.md) and ``ctag_id`` (the seed tables).
+        The tag goes as both ``tag_id`` and ``ctag_id`` (docs/gateway-api.md: the
+        examples and the parameter tables disagree).
         """
         fields = {"phone": phone, "tag_id": str(tag_id), "ctag_id": str(tag_id)}
         if fullname is not None:

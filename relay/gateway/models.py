@@ -3,7 +3,7 @@
 The gateway is loose about types (numbers as strings, ``null`` / ``0`` / ``"null"`` for
 "nothing", collections as objects keyed by id or as lists), so every model here is liberal
 in what it accepts: unknown fields are ignored, numeric strings are taken as numbers, and
-each quirk seen in API.md or the seed tables has a validator. The models are frozen.
+each quirk seen in docs/gateway-api.md has a validator. The models are frozen.
 """
 
 from __future__ import annotations

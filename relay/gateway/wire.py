@@ -1,6 +1,6 @@
 """HTTP exchanges with the gateway: one pooled client, answer decoding, failure policies.
 
-Two separate signals come back (API.md): the HTTP status and the JSON ``error`` field.
+Two separate signals come back (docs/gateway-api.md): the HTTP status and the JSON ``error`` field.
 
 =============================================  ==========================================
 what happened                                  raised

@@ -5,7 +5,7 @@
 ...     sim.url  # doctest: +SKIP
 'http://127.0.0.1:54321/getdata/'
 
-Every endpoint of ``shared/gateway/API.md`` answers at ``/getdata/<endpoint>``; admin
+Every endpoint of docs/gateway-api.md answers at ``/getdata/<endpoint>``; admin
 calls live under ``/_sim/`` (see :mod:`relay.simulator.admin`); faults are injected with
 ``sim.faults.add(endpoint, kind, times=N | rate=p, delay=s)`` (see
 :mod:`relay.simulator.faults`).

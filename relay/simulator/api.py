@@ -1,6 +1,6 @@
 """The gateway endpoints: each takes parsed form fields and gives the answer's JSON.
 
-Shapes, quirks and messages follow ``shared/gateway/API.md``: refusals are
+Shapes, quirks and messages follow docs/gateway-api.md: refusals are
 ``{"error":1,"message":...}`` (HTTP 200, sent by the server layer), ``getalldevices``
 has no ``error`` field, ``addalotofsms`` answers no ids.
 """
