@@ -180,10 +180,11 @@ class Store:
         is_final = (to in FINAL_STATES) if final is None else final
         if per_message is not None and len(per_message) != len(ids):
             raise ValueError("per_message must have one entry per id")
+        now = self.now_ms()
         args: list[Any] = [
             to.value,
             allowed_arg,
-            self.now_ms(),
+            now,
             1 if is_final else 0,
             self.events_maxlen,
             self.record_ttl,
@@ -195,6 +196,7 @@ class Store:
         none = self.keys.events
         keys = [self.keys.counts, none, add_index or none, rem_index or none]
         keys += [self.keys.msg(i) for i in ids]
+        keys.append(self.keys.history(now // 60_000))  # the minute's counts (/v1/history)
         target = client if client is not None else self.conn
         result = scripts.run(target, "transition", keys, args)
         if client is not None and client is not self.conn:

@@ -58,6 +58,7 @@ from relay.reconcile.matching import (
     record_matches,
 )
 from relay.reconcile.reconciler import load_tracked, read_records
+from relay.results.history import record_latency
 from relay.states import State
 
 _log = get_logger("relay.dispatch.recovery")
@@ -378,6 +379,8 @@ def _mark_found(ctx: Context, batch: Batch, found: Sequence[Doubt]) -> None:
         urgent = {d.id: now for d in found if d.urgent}
         if urgent:
             pipe.zadd(k.urgent_waiting, urgent)
+            # stored by the time the request was over (the dashboard's p50/p99)
+            record_latency(ctx, pipe, list(urgent), batch.doubted_ms or now)
         pipe.execute()
     _log.info("recovery.found", batch=batch.bid, dev=batch.dev, found=len(found))
 

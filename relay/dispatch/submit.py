@@ -31,6 +31,7 @@ from relay.errors import (
 from relay.gateway.models import OutgoingSms
 from relay.keys import BULK, URGENT, LaneKind
 from relay.log import get_logger
+from relay.results.history import record_latency
 from relay.states import State
 
 log = get_logger("relay.dispatch.ticket")
@@ -192,6 +193,7 @@ class Submitter:
             pipe.sadd(k.pending_devices, self.dev)
             if urgent:
                 pipe.zadd(k.urgent_waiting, urgent)
+                record_latency(self.ctx, pipe, list(urgent), now)  # the dashboard's p50/p99
             self._drop_batch(batch.bid, pipe)
             pipe.hdel(self.pace_key, "fails")
             if cap:

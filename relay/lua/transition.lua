@@ -5,7 +5,8 @@
 -- KEYS[3]      index to ZADD each changed id to (score = now); KEYS[2] again (or "") for none
 -- KEYS[4]      index to ZREM each changed id from; KEYS[2] again (or "") for none
 --              (a real key of relay's, not "": Redis ACL key patterns must allow every key)
--- KEYS[5..]    message hashes, one per id in ARGV[9..]
+-- KEYS[5..n-1] message hashes, one per id in ARGV[9..]
+-- KEYS[n]      (the last) history hash of the minute of ARGV[3]: state -> changes into it
 -- ARGV[1]      new state
 -- ARGV[2]      allowed current states, comma separated ("*" = any non-final)
 -- ARGV[3]      now (ms)
@@ -17,8 +18,9 @@
 -- ARGV[9..]    message ids
 --
 -- Changes: each message whose state is allowed gets state, final, t_<state>=now and the
--- fields; counts move; one event per change on the stream. A message missing or in
--- another state is left alone. Returns, per id, 1 if it changed else 0.
+-- fields; counts move; one event per change on the stream; the minute's history hash counts
+-- the changes into the new state (expires 25 h after its last change). A message missing or
+-- in another state is left alone. Returns, per id, 1 if it changed else 0.
 
 local to, now, final = ARGV[1], ARGV[3], ARGV[4]
 local allowed = {}
@@ -30,8 +32,9 @@ if ARGV[8] ~= "" then each = cjson.decode(ARGV[8]) end
 local final_states = {delivered=1, failed=1, rejected=1, cancelled=1, expired=1}
 local event_fields = {"device_id", "sim", "customerid", "sms_id", "status", "statustitle", "error", "urgent"}
 
+local history, moved = KEYS[#KEYS], 0
 local result = {}
-for i = 5, #KEYS do
+for i = 5, #KEYS - 1 do
   local key, id = KEYS[i], ARGV[i + 4]
   local cur = redis.call("HGET", key, "state")
   local ok = false
@@ -51,6 +54,7 @@ for i = 5, #KEYS do
     if cur ~= to then
       redis.call("HINCRBY", KEYS[1], cur, -1)
       redis.call("HINCRBY", KEYS[1], to, 1)
+      moved = moved + 1
     end
     if KEYS[3] ~= "" and KEYS[3] ~= KEYS[2] then redis.call("ZADD", KEYS[3], now, id) end
     if KEYS[4] ~= "" and KEYS[4] ~= KEYS[2] then redis.call("ZREM", KEYS[4], id) end
@@ -68,5 +72,9 @@ for i = 5, #KEYS do
   else
     result[#result + 1] = 0
   end
+end
+if moved > 0 then
+  redis.call("HINCRBY", history, to, moved)
+  redis.call("EXPIRE", history, 90000)
 end
 return result
