@@ -110,11 +110,12 @@ async def login_page(request: Request) -> Response:
     return _login_form(request, "")
 
 
-def _login_form(request: Request, error: str, status: int = 200) -> Response:
+def _login_form(request: Request, error: str) -> Response:
+    """The form, again with ``error`` when there is one (200 all the same: it is a page for
+    people, who read the words; a refused key opens no session either way)."""
     token = new_token()
     response = render(
         "login.html",
-        status,
         token=token,
         error=error,
         error_hidden="" if error else "hidden",
@@ -129,17 +130,17 @@ async def login(request: Request) -> Response:
     api = api_state(request)
     form = _form(await read_body(request, FORM_MAX))
     if not same(form.get("token", ""), request.cookies.get(LOGIN_COOKIE, "")):
-        return _login_form(request, "The form expired; please enter the key again.", 403)
+        return _login_form(request, "The form expired; please enter the key again.")
     api.redis_usable()
     opened = await run_in_threadpool(_open, api, form.get("key", "").strip())
     if opened is None:
-        return _login_form(request, "Unknown or revoked API key.", 401)
+        return _login_form(request, "Unknown or revoked API key.")
     sid, session = opened
     if not session.key.allows(READ):
         await run_in_threadpool(Sessions(api.relay.ctx).end, sid)
         scope = ", ".join(sorted(session.key.scopes))
         message = f"The key {session.key.name!r} has scope {scope}: it cannot read the dashboard."
-        return _login_form(request, message, 403)
+        return _login_form(request, message)
     response = RedirectResponse("/dashboard", status_code=303)
     _cookie(request, response, COOKIE, sid, SESSION_TTL_S)
     response.delete_cookie(LOGIN_COOKIE, path=LOGIN)

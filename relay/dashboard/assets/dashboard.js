@@ -31,7 +31,12 @@
 
   const ms = (v) => (v === null || v === undefined ? "–" : v < 1000 ? `${v} ms` : `${(v / 1000).toFixed(2)} s`);
   const clock = (epochS) => new Date(epochS * 1000).toLocaleTimeString("en-GB");
-  const when = (iso) => (iso ? new Date(iso).toLocaleString("en-GB") : "–");
+  function when(iso) {
+    if (!iso) return "–";
+    const at = new Date(iso);
+    const today = at.toDateString() === new Date().toDateString();
+    return today ? at.toLocaleTimeString("en-GB") : at.toLocaleString("en-GB");
+  }
 
   function ago(iso, nowS) {
     if (!iso) return "never";
@@ -95,10 +100,10 @@
       $(`[data-total="${name}"]`).textContent = num(stats.totals[name]);
     }
     $('[data-total="dead"]').textContent = num(deadCount);
-    const rows = Object.entries(stats.states).map(([state, count]) =>
-      row([cell("th", state, { scope: "row" }), cell("td", num(count), { class: "num" })],
-        { "data-state": state }));
-    fill($("#states tbody"), rows, "No messages yet", 2);
+    const states = Object.entries(stats.states);
+    $("#states thead tr").replaceChildren(...states.map(([state]) => cell("th", state, { scope: "col" })));
+    $("#states tbody tr").replaceChildren(...states.map(([state, count]) =>
+      cell("td", num(count), { class: "num", "data-state": state })));
   }
 
   // --- phones and SIMs -------------------------------------------------------------------
@@ -107,7 +112,7 @@
     const p = device && device.sims ? device.sims[String(sim)] : null;
     if (!p) return { text: "–", interval: null };
     if (p.unlimited) return { text: "unlimited", interval: 0 };
-    const text = `1 per ${p.interval_s} s, burst ${p.burst}${p.overridden ? " (set)" : ""}`;
+    const text = `every ${p.interval_s} s, burst ${p.burst}${p.overridden ? " (set)" : ""}`;
     return { text, interval: p.interval_s };
   }
 
@@ -128,6 +133,7 @@
       ? device.online : lane.online;
     const status = cell("td", "");
     status.append(...laneStatus(lane, online));
+    status.append(cell("span", device ? `seen ${ago(device.lastseen, nowS)}` : "", { class: "seen" }));
     const pace = paceOf(device, lane.sim);
     const queued = lane.urgent + lane.bulk;
     const clears = queued === 0 ? "–" : pace.interval === null ? "–"
@@ -141,7 +147,6 @@
       cell("th", title, { scope: "row" }),
       cell("td", String(lane.sim)),
       status,
-      cell("td", device ? ago(device.lastseen, nowS) : "–"),
       n("urgent"), n("bulk"), n("scheduled"), n("inflight"), n("verifying"), n("awaiting"),
       cell("td", duration(lane.oldest_queued_s), { "data-field": "oldest_queued_s" }),
       cell("td", next),
@@ -165,14 +170,14 @@
     for (const [pool, rows] of groups) {
       const body = document.createElement("tbody");
       if (pool) {
-        body.append(row([cell("th", `Pool ${pool}`, { colspan: "15", scope: "rowgroup" })]));
+        body.append(row([cell("th", `Pool ${pool}`, { colspan: "14", scope: "rowgroup" })]));
       }
       body.append(...rows);
       bodies.push(body);
     }
     if (!bodies.length) {
       const body = document.createElement("tbody");
-      fill(body, [], "No lanes yet: relay has not been asked to send anything", 15);
+      fill(body, [], "No lanes yet: relay has not been asked to send anything", 14);
       bodies.push(body);
     }
     table.querySelectorAll("tbody").forEach((b) => b.remove());
@@ -181,10 +186,11 @@
 
   // --- throughput and latency ------------------------------------------------------------
 
+  // submitted last (dashed), so a delivered line of the same height does not hide it
   const SERIES = [
-    { name: "submitted", value: (r) => r.submitted },
     { name: "delivered", value: (r) => r.delivered },
     { name: "failed", value: (r) => r.failed + r.rejected },
+    { name: "submitted", value: (r) => r.submitted },
   ];
 
   function renderHistory(history) {
