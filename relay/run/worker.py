@@ -62,6 +62,8 @@ DEVICES_EVERY_S = 1.0
 WEBHOOK_EVERY_S = 0.2
 TIMERS_PER_TICK = 200
 FAILED_TICK_WAIT_S = 1.0
+PUBSUB_WAIT_S = 1.0
+"""Longest read of the worker's RQ command channel (bounds how long its teardown waits)."""
 
 
 class RelayWorker(SimpleWorker):
@@ -94,6 +96,17 @@ class RelayWorker(SimpleWorker):
     def handle_warm_shutdown_request(self) -> None:
         dispatch.request_stop()
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
+
+    def subscribe(self) -> None:
+        # RQ's own subscribe reads its command channel in a thread that waits up to 60 s per
+        # read; redis-py 8's PubSubWorkerThread.stop() joins that thread, so a worker's
+        # teardown (every burst run) could hang for up to a minute when the unsubscribe
+        # reply arrived before the thread's stop flag was cleared. Reads of 1 s bound it.
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
+            sleep_time=PUBSUB_WAIT_S, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
 
 
 def worker_name() -> str:
