@@ -8,7 +8,8 @@ more left queued (no worker runs afterwards, so every number holds still), and
 flags of the issue and an empty user-data dir); every page records its requests (any that
 is not for 127.0.0.1 is aborted and fails the test) and its console errors (none allowed).
 
-Without ``/usr/bin/chromium`` (or Playwright) the tests are skipped with the reason. Real
+Without ``/usr/bin/chromium`` (or Playwright) the browser tests are skipped with the reason
+(failed instead with ``RELAY_TEST_REQUIRE_CHROMIUM=1``, for CI, which installs it). Real
 Redis when one answers, else fakeredis's TCP server. Screenshots go to the test's tmp dir;
 with ``RELAY_DASHBOARD_SCREENSHOT=path.png`` the laptop one is written there too (that is
 how ``docs/dashboard.png`` is made).
@@ -42,7 +43,7 @@ from tests.fixtures.redis import REAL_URL, FakeRedisServer
 from tests.test_gateway_garbage import StubGateway
 from tests.test_poison import POISON, WORDS, refuse_poison
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("RELAY_TEST_CHROMIUM", "/usr/bin/chromium")
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -56,11 +57,6 @@ FLAGS = [
 WAIT_MS = 10_000
 """How long a check waits for the page (the page polls every second: it takes ~1 s)."""
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason=f"no Chromium at {CHROMIUM} (apt-get install -y chromium); the browser tests "
-    "did not run",
-)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 
@@ -227,6 +223,11 @@ def _local(url: str) -> bool:
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Chromium, headless, with the issue's flags and an empty user-data dir."""
+    if not Path(CHROMIUM).exists():
+        why = f"no Chromium at {CHROMIUM} (apt-get install -y chromium): browser tests not run"
+        if os.environ.get("RELAY_TEST_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(why + " (RELAY_TEST_REQUIRE_CHROMIUM=1)")
+        pytest.skip(why)
     profile = tmp_path_factory.mktemp("chromium-profile")
     assert not any(profile.iterdir())
     with sync_api.sync_playwright() as playwright:
