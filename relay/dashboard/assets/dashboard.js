@@ -138,8 +138,9 @@
     const queued = lane.urgent + lane.bulk;
     const clears = queued === 0 ? "–" : pace.interval === null ? "–"
       : duration(queued * pace.interval);
-    const next = lane.next_send_at === null ? "–"
+    let next = lane.next_send_at === null ? "–"
       : lane.next_send_at <= nowS + 0.5 ? "now" : `in ${duration(lane.next_send_at - nowS)}`;
+    if (online === false && queued > 0) next = "when the phone is back";
     const quota = lane.quota_limit ? `${num(lane.quota_used)} / ${num(lane.quota_limit)}` : "–";
     const title = device && device.title ? `${device.title} (${lane.device_id})` : String(lane.device_id);
     const n = (field) => cell("td", num(lane[field]), { class: "num", "data-field": field });
