@@ -103,8 +103,7 @@ def read_history(ctx: Context, minutes: int = 60) -> dict[str, Any]:
     minutes = max(1, min(HISTORY_MINUTES, minutes))
     now_ms = ctx.now_ms()
     last = minute_of(now_ms)
-    span = max(minutes, max(LATENCY_WINDOWS))
-    first = last - span + 1
+    first = last - max(LATENCY_WINDOWS) + 1  # the latency samples of the widest window
     pipe = ctx.conn.pipeline(transaction=False)
     for minute in range(last - minutes + 1, last + 1):  # throughput
         pipe.hgetall(ctx.keys.history(minute))

@@ -9,6 +9,7 @@
   const DEVICES_MS = 5000;
   const EVENTS_KEPT = 200;
   const BEHIND_S = 60;
+  const DEAD_SHOWN = 100;
   const meta = (name) => document.querySelector(`meta[name="${name}"]`).content;
   const CSRF = meta("csrf-token");
   const CAN_ACT = meta("relay-can-act") === "1";
@@ -99,7 +100,7 @@
     for (const name of ["queued", "scheduled", "inflight", "awaiting"]) {
       $(`[data-total="${name}"]`).textContent = num(stats.totals[name]);
     }
-    $('[data-total="dead"]').textContent = num(deadCount);
+    $('[data-total="dead"]').textContent = deadCount >= DEAD_SHOWN ? `${num(DEAD_SHOWN)}+` : num(deadCount);
     const states = Object.entries(stats.states);
     $("#states thead tr").replaceChildren(...states.map(([state]) => cell("th", state, { scope: "col" })));
     $("#states tbody tr").replaceChildren(...states.map(([state, count]) =>
@@ -402,7 +403,7 @@
       const [stats, history, dead, devices] = await Promise.all([
         api("/v1/stats"),
         api("/v1/history?minutes=60"),
-        api("/v1/dead?limit=100"),
+        api(`/v1/dead?limit=${DEAD_SHOWN}`),
         wantDevices ? api("/v1/devices") : Promise.resolve(null),
       ]);
       if (devices) {
