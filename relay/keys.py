@@ -163,6 +163,21 @@ class Keys:
         """Set: devices that have a drop-in index."""
         return f"{self.prefix}:dropin:devices"
 
+    # --- the dashboard: rolling history (minute = epoch ms // 60000) and sessions
+    def history(self, minute: int) -> str:
+        """Hash: state → changes into it during ``minute`` (``lua/transition.lua``); 25 h TTL."""
+        return f"{self.prefix}:hist:{minute}"
+
+    def latency(self, minute: int) -> str:
+        """List: urgent latencies (ms, queued → stored at the gateway) of the messages stored
+        during ``minute``, the newest few thousand (``lua/latency.lua``); expires."""
+        return f"{self.prefix}:lat:{minute}"
+
+    def session(self, digest: str) -> str:
+        """Hash: a dashboard session by the SHA-256 hex digest of its id (``key``: the API
+        key's digest, ``csrf``, ``name``, ``created`` ms); expires."""
+        return f"{self.prefix}:session:{digest}"
+
     # --- RQ queues (names, not keys: RQ adds its own ``rq:queue:`` prefix)
     @property
     def urgent_queue(self) -> str:

@@ -273,10 +273,11 @@ class Store:
         if per_message is not None and len(per_message) != len(ids):
             raise ValueError("per_message must have one entry per id")
         is_final = (to in FINAL_STATES) if final is None else final
+        now = self.clock.now_ms()
         args: list[Any] = [
             to.value,
             ",".join(sorted(s.value for s in states)),
-            self.clock.now_ms(),
+            now,
             1 if is_final else 0,
             self.events_maxlen,
             self.record_ttl,
@@ -290,6 +291,7 @@ class Store:
         none = self.keys.events
         keys = [self.keys.counts, none, add_index or none, rem_index or none]
         keys += [self.keys.msg(i) for i in ids]
+        keys.append(self.keys.history(now // 60_000))  # the minute's counts (/v1/history)
         return keys, args
 
 

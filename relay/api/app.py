@@ -27,6 +27,8 @@ from prometheus_client import CollectorRegistry
 from starlette.routing import request_response
 
 from relay.api import docs, dropin, errors, events, health, keys, messages, results
+from relay.api import history as history_routes
+from relay.api import lookup as lookup_routes
 from relay.api.access import AccessLog, RequestMetrics
 from relay.api.server import MULTIPROC_ENV
 from relay.api.state import ApiState
@@ -127,6 +129,7 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
     app.include_router(messages.send_router)
     for module in (messages, results, events, keys, health, dropin):
         app.include_router(module.router)
+    _install_dashboard(app)
     docs.install(app)
     plain_handling(
         app,
@@ -137,6 +140,15 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
     )
     app.add_middleware(AccessLog, metrics=RequestMetrics(request_registry))
     return app
+
+
+def _install_dashboard(app: FastAPI) -> None:
+    """``/dashboard`` and the ``/v1`` routes only it needed: history, recent events, lookup."""
+    from relay.dashboard import pages
+
+    app.include_router(history_routes.router)
+    app.include_router(lookup_routes.router)
+    pages.install(app)
 
 
 def plain_handling(app: FastAPI, *endpoints: Callable[..., Any]) -> None:

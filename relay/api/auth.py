@@ -2,9 +2,10 @@
 
 :data:`bearer` only declares the scheme (so OpenAPI shows it and ``/docs`` can send a key);
 the check itself, :func:`authorize`, runs in the worker thread of each request, beside the
-work it guards, so a request costs one thread hop. A missing, wrong or revoked key gets the
-same 401; a valid key without the permission a route needs gets 403. The key's name (never
-the key) is put on the request for the access log.
+work it guards, so a request costs one thread hop. Without the header, the dashboard's
+session cookie stands for the key it was opened with (:mod:`relay.api.sessions`). A
+missing, wrong or revoked key gets the same 401; a valid key without the permission a route
+needs gets 403. The key's name (never the key) is put on the request for the access log.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from fastapi import Request
 from fastapi.security import HTTPBearer
 
 from relay.api.errors import ApiError, unauthorized
+from relay.api.sessions import session_key
 from relay.apikeys import ApiKey, ApiKeys
 
 bearer = HTTPBearer(
@@ -39,7 +41,8 @@ def authorize(request: Request, keys: ApiKeys, permission: str) -> ApiKey:
     Blocking (one Redis round trip): call it from the request's worker thread.
     """
     token = bearer_token(request)
-    key = keys.authenticate(token) if token is not None else None
+    # no Bearer key: the dashboard's session cookie (CSRF-checked for changes)
+    key = keys.authenticate(token) if token is not None else session_key(request, keys.ctx)
     if key is None:
         raise unauthorized()
     request.state.key_name = key.name

@@ -55,7 +55,8 @@ def demo(size: int, workers: int, timeout: float, live: bool | None, as_json: bo
     def on_api(url: str, key: str) -> None:
         click.echo(
             f"relay serve: {url} (docs: {url}/docs), demo API key: {key}\n"
-            f"  try: curl -H 'Authorization: Bearer {key}' {url}/v1/stats",
+            f"  try: curl -H 'Authorization: Bearer {key}' {url}/v1/stats\n"
+            f"  dashboard: {url}/dashboard (log in with the key)",
             err=True,
         )
 

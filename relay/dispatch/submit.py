@@ -46,6 +46,7 @@ from relay.errors import (
 from relay.gateway.models import OutgoingSms
 from relay.lanes import LaneId, put_back
 from relay.log import get_logger
+from relay.results.history import record_latency
 from relay.states import State
 from relay.store import queue_read_fields
 
@@ -253,6 +254,7 @@ class Submitter:
             pipe.sadd(k.pending_devices, dev)
             if urgent:
                 pipe.zadd(k.urgent_waiting, urgent)
+                record_latency(self.ctx, pipe, list(urgent), now)  # the dashboard's p50/p99
             batches.drop(pipe, self.ctx, sub.bid)
             pipe.hdel(self.pace_key, "fails")
             if cap:

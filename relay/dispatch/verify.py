@@ -50,6 +50,7 @@ from relay.reconcile.lookup import (
     unmatched_pending,
 )
 from relay.reconcile.matching import Observation, Submitted, bucket
+from relay.results.history import record_latency
 from relay.states import State
 from relay.store import read_fields
 
@@ -179,6 +180,8 @@ def _mark_found(ctx: Context, batch: Batch, found: Sequence[Doubt]) -> None:
         urgent = {d.id: now for d in found if d.urgent}
         if urgent:
             pipe.zadd(k.urgent_waiting, urgent)
+            # stored by the time the request was over (the dashboard's p50/p99)
+            record_latency(ctx, pipe, list(urgent), batch.doubted_ms or now)
         pipe.execute()
     log.info("recovery.found", batch=batch.bid, dev=dev, found=len(found))
 

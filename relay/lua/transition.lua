@@ -5,7 +5,8 @@
 -- KEYS[3]      index to ZADD each changed id to (score = now); KEYS[2] again for none
 -- KEYS[4]      index to ZREM each changed id from; KEYS[2] again for none
 --              (a real key of relay's, not "": Redis ACL key patterns must allow every key)
--- KEYS[5..]    message hashes, one per id in ARGV[12..]
+-- KEYS[5..n-1] message hashes, one per id in ARGV[12..]
+-- KEYS[n]      (the last) history hash of the minute of ARGV[3]: state -> changes into it
 -- ARGV[1]      new state
 -- ARGV[2]      allowed current states, comma separated (relay.states.ALLOWED_FROM decides
 --              them; this script knows no state by name)
@@ -22,9 +23,10 @@
 --
 -- Changes: each message whose state is allowed gets state, final (set to 1, or removed: 0
 -- is the default a reader assumes), its time field = now and the fields; counts move; one
--- event per change on the stream (sim and urgent 0 when the record leaves them out). A
--- message missing or in another state is left alone. Returns, per id, 1 if it changed
--- else 0.
+-- event per change on the stream (sim and urgent 0 when the record leaves them out); the
+-- minute's history hash counts the changes into the new state (expires 25 h after its last
+-- change). A message missing or in another state is left alone. Returns, per id, 1 if it
+-- changed else 0.
 
 local to, now, final = ARGV[1], ARGV[3], ARGV[4]
 local allowed = {}
@@ -37,8 +39,9 @@ local stamp = "t_" .. to
 local event_fields = {"device_id", "sim", "customerid", "sms_id", "status", "statustitle", "error", "urgent"}
 local event_defaults = {sim = "0", urgent = "0"}
 
+local history, moved = KEYS[#KEYS], 0
 local result = {}
-for i = 5, #KEYS do
+for i = 5, #KEYS - 1 do
   local key, id = KEYS[i], ARGV[i + 7]
   local cur = redis.call("HGET", key, "state")
   local ok = cur and allowed[cur] == true
@@ -59,6 +62,7 @@ for i = 5, #KEYS do
     if cur ~= to then
       redis.call("HINCRBY", KEYS[1], cur, -1)
       redis.call("HINCRBY", KEYS[1], to, 1)
+      moved = moved + 1
     end
     if KEYS[3] ~= KEYS[2] then redis.call("ZADD", KEYS[3], now, id) end
     if KEYS[4] ~= KEYS[2] then redis.call("ZREM", KEYS[4], id) end
@@ -77,5 +81,9 @@ for i = 5, #KEYS do
   else
     result[#result + 1] = 0
   end
+end
+if moved > 0 then
+  redis.call("HINCRBY", history, to, moved)
+  redis.call("EXPIRE", history, 90000)
 end
 return result
