@@ -28,6 +28,8 @@ import time
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
@@ -120,18 +122,26 @@ class FollowingConnection(SentinelManagedConnection):
 # --- connect -------------------------------------------------------------------------------
 
 
-def connect(settings: Settings, *, check: bool = True) -> redis.Redis:
+def connect(
+    settings: Settings,
+    *,
+    check: bool = True,
+    patience: float | None = None,
+    **options: Any,
+) -> redis.Redis:
     """A client for ``settings.redis_url`` (rediss:// and ACL users are URL parts; a
     ``redis+sentinel://`` URL follows the primary through failovers).
 
     With ``check``, PING first and raise :class:`RedisUnavailable` with the URL (password
     hidden) when nothing answers — at once, without waiting for a server, unless Sentinels
     answer (a failover in progress is waited for, as by any call). Afterwards taking a
-    connection waits up to ``RELAY_REDIS_RECONNECT_TIMEOUT`` for a server.
+    connection waits up to ``patience`` s (default ``RELAY_REDIS_RECONNECT_TIMEOUT``) for a
+    server. ``options`` go to the connections (``relay serve`` sets ``socket_timeout`` and
+    ``max_connections``, and no patience: it answers 503 at once instead).
     """
     sentinel = is_sentinel_url(settings.redis_url)
     try:
-        conn = _sentinel_client(settings) if sentinel else _client(settings)
+        conn = _sentinel_client(settings, options) if sentinel else _client(settings, options)
     except ValueError as exc:
         raise ConfigError(f"RELAY_REDIS_URL: {exc}") from None
     pool = conn.connection_pool
@@ -150,8 +160,29 @@ def connect(settings: Settings, *, check: bool = True) -> redis.Redis:
             raise RedisUnavailable(
                 f"cannot reach Redis at {safe_url(settings.redis_url)}: {exc}"
             ) from None
-    _set_patience(pool, settings.redis_reconnect_timeout)
+    _set_patience(pool, settings.redis_reconnect_timeout if patience is None else patience)
     return conn
+
+
+def connect_async(settings: Settings, **options: Any) -> aioredis.Redis:
+    """An asyncio client for ``settings.redis_url`` (``relay serve``'s event streams), a
+    ``redis+sentinel://`` URL following the primary; ``options`` go to the connections."""
+    if not is_sentinel_url(settings.redis_url):
+        return aioredis.Redis.from_url(settings.redis_url, **options)
+    url = parse_sentinel_url(settings.redis_url)
+    secret = settings.redis_sentinel_password
+    sentinel = AsyncSentinel(
+        list(url.sentinels),
+        sentinel_kwargs={
+            "password": secret.get_secret_value() if secret is not None else None,
+            "socket_timeout": SENTINEL_TIMEOUT_S,
+            "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+        },
+    )
+    client: aioredis.Redis = sentinel.master_for(
+        url.master, db=url.db, username=url.username, password=url.password, **options
+    )
+    return client
 
 
 def _set_patience(pool: object, seconds: float) -> None:
@@ -172,20 +203,23 @@ def _sentinels_monitor(pool: object) -> bool:
     return False
 
 
-def _client(settings: Settings) -> redis.Redis:
+def _client(settings: Settings, options: dict[str, Any]) -> redis.Redis:
     # TCP keepalive is a TCP option: redis-py refuses it for unix:// sockets.
     keepalive = {} if settings.redis_url.startswith("unix:") else {"socket_keepalive": True}
     pool = PatientPool.from_url(
         settings.redis_url,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        health_check_interval=30,
-        **keepalive,
+        **{
+            "socket_connect_timeout": CONNECT_TIMEOUT_S,
+            "health_check_interval": 30,
+            **keepalive,
+            **options,
+        },
     )
     register_secret(pool.connection_kwargs.get("password"))
     return redis.Redis.from_pool(pool)
 
 
-def _sentinel_client(settings: Settings) -> redis.Redis:
+def _sentinel_client(settings: Settings, options: dict[str, Any]) -> redis.Redis:
     url = parse_sentinel_url(settings.redis_url)
     secret = settings.redis_sentinel_password
     sentinel_password = secret.get_secret_value() if secret is not None else None
@@ -203,17 +237,20 @@ def _sentinel_client(settings: Settings) -> redis.Redis:
         url.master,
         connection_pool_class=PatientSentinelPool,
         connection_class=FollowingConnection,
-        db=url.db,
-        username=url.username,
-        password=url.password,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_keepalive=True,
-        health_check_interval=30,
-        retry=Retry(
-            ExponentialBackoff(cap=LONGEST_PAUSE_S, base=FIRST_PAUSE_S),
-            DEMOTED_RETRIES,
-            supported_errors=(PrimaryMoved,),
-        ),
+        **{
+            "db": url.db,
+            "username": url.username,
+            "password": url.password,
+            "socket_connect_timeout": CONNECT_TIMEOUT_S,
+            "socket_keepalive": True,
+            "health_check_interval": 30,
+            "retry": Retry(
+                ExponentialBackoff(cap=LONGEST_PAUSE_S, base=FIRST_PAUSE_S),
+                DEMOTED_RETRIES,
+                supported_errors=(PrimaryMoved,),
+            ),
+            **options,
+        },
     )
     return client
 

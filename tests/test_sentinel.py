@@ -111,3 +111,34 @@ def test_a_master_name_no_sentinel_monitors_fails_at_once(cluster: ReplicaSet) -
     with pytest.raises(RedisUnavailable, match="no-such-master"):
         Relay(load_settings(redis_url=url, redis_reconnect_timeout=30))
     assert time.monotonic() - started < 10
+
+
+def test_relay_serve_on_a_sentinel_url_sends_and_streams_through_a_failover(
+    cluster: ReplicaSet, relay: Relay
+) -> None:
+    """``relay serve`` gets its clients from the same connection layer: a Sentinel URL works
+    for the /v1 API and its event stream, before and after the primary is killed."""
+    from tests.fixtures.http import start_in_thread
+
+    api = start_in_thread(relay.settings)
+    body = {"sendto": "+4915752982212", "body": "through the api", "device_id": DEV}
+    try:
+        with api.client() as c:
+            first = c.post("/v1/messages", json={**body, "key": "api-1"})
+            assert first.status_code == 202, first.text
+            events = c.get("/v1/events", params={"timeout": 1, "last_event_id": "0"})
+            assert first.json()["id"] in events.text  # the stream answered on the primary
+            old = cluster.kill_primary().port
+            deadline = time.monotonic() + 60
+            while True:  # a client retries its key on 503 until the new primary answers
+                again = c.post("/v1/messages", json={**body, "key": "api-2"})
+                if again.status_code == 202 or time.monotonic() > deadline:
+                    break
+                assert again.status_code == 503, again.text
+                time.sleep(0.5)
+            assert again.status_code == 202, again.text
+            assert cluster.primary_port() != old
+            stats = c.get("/v1/stats").json()
+            assert stats["states"]["queued"] == 2
+    finally:
+        api.stop()

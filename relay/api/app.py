@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
+import structlog
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
@@ -33,8 +33,9 @@ from relay.api.access import AccessLog, RequestMetrics
 from relay.api.server import MULTIPROC_ENV
 from relay.api.state import ApiState
 from relay.apikeys import ApiKeys
+from relay.connection import connect, connect_async
 from relay.core import Relay
-from relay.errors import ConfigError
+from relay.log import configure
 from relay.results.metrics import RelayCollector
 from relay.settings import Settings, load_settings
 
@@ -43,18 +44,17 @@ POOL_SIZE = 100
 
 
 def redis_for(settings: Settings) -> redis.Redis:
-    """The server's Redis pool: not checked at start (``/readyz`` tells), time-outs set."""
-    try:
-        return redis.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=settings.api_redis_timeout,
-            socket_timeout=settings.api_redis_timeout,
-            socket_keepalive=True,
-            health_check_interval=30,
-            max_connections=POOL_SIZE,
-        )
-    except ValueError as exc:
-        raise ConfigError(f"RELAY_REDIS_URL: {exc}") from None
+    """The server's Redis client (:func:`relay.connection.connect`, so a Sentinel URL follows
+    the primary): not checked at start (``/readyz`` tells), time-outs set, no waiting for a
+    server (a request answers 503 at once instead)."""
+    return connect(
+        settings,
+        check=False,
+        patience=0.0,
+        socket_connect_timeout=settings.api_redis_timeout,
+        socket_timeout=settings.api_redis_timeout,
+        max_connections=POOL_SIZE,
+    )
 
 
 def _note_stop_signals(app: FastAPI) -> None:
@@ -79,14 +79,14 @@ def _note_stop_signals(app: FastAPI) -> None:
 
 def create_app(settings: Settings | None = None, *, relay: Relay | None = None) -> FastAPI:
     """The HTTP API on ``relay`` (or a new one from ``settings``, or from the environment)."""
+    if not structlog.is_configured():  # never the default renderer: it prints locals
+        configure((settings or (relay.settings if relay else load_settings())).log_level)
     if relay is None:
         settings = settings or load_settings()
         relay = Relay(settings, conn=redis_for(settings))
     settings = relay.settings
-    stream_client = aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=settings.api_redis_timeout,
-        socket_keepalive=True,
+    stream_client = connect_async(
+        settings, socket_connect_timeout=settings.api_redis_timeout, socket_keepalive=True
     )
 
     @asynccontextmanager
