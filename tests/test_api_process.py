@@ -63,6 +63,7 @@ def finish(sock: socket.socket, body: bytes) -> tuple[int, bytes]:
     return int(answer.split(b" ", 2)[1]), answer
 
 
+@pytest.mark.slow
 def test_revoke_applies_to_every_process_and_no_key_is_logged(
     real_settings: Settings, start_serve: StartServe
 ) -> None:
@@ -170,6 +171,7 @@ def test_redis_gone_mid_request_is_503_and_nothing_half_stored(
         server.stop()
 
 
+@pytest.mark.slow
 def test_relay_apikey_cli(real_settings: Settings) -> None:
     _cmd, env = serve_command(real_settings, 0)
     base = [sys.executable, "-m", "relay", "apikey"]

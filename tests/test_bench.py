@@ -38,6 +38,7 @@ def _bench_keys(url: str) -> list[bytes]:
         conn.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_tiny_bench_writes_every_measurement(real_redis_url: str, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"

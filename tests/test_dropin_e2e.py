@@ -63,6 +63,7 @@ def reconciler(tmp_path: Path) -> Iterator[Any]:
             proc.wait()
 
 
+@pytest.mark.slow
 def test_messages_sent_through_the_dropin_reach_their_final_code(
     make_simulator: MakeSimulator,
     relay_settings: MakeSettings,

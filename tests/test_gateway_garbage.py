@@ -581,6 +581,7 @@ def test_nonsense_device_delays_fall_back_to_the_defaults(
 # --- a real worker process -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_burst_worker_process_survives_garbage_and_sends_each_message_once(
     relay_settings: MakeSettings,
     stub: StubGateway,

@@ -222,6 +222,7 @@ def process_env(settings: Settings) -> dict[str, str]:
     return env | settings_env(settings)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("auth", ["token", "login"])
 def test_no_secret_leaks_anywhere_in_the_pipeline(
     auth: str,

@@ -113,6 +113,7 @@ def test_a_master_name_no_sentinel_monitors_fails_at_once(cluster: ReplicaSet) -
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.slow
 def test_relay_serve_on_a_sentinel_url_sends_and_streams_through_a_failover(
     cluster: ReplicaSet, relay: Relay
 ) -> None:

@@ -228,6 +228,7 @@ def ledger_by_lane(sim: Simulator) -> dict[tuple[int, int], list[Any]]:
     return lanes
 
 
+@pytest.mark.slow
 def test_pacing_holds_across_two_worker_processes(
     make_ctx: MakeCtx, make_simulator: MakeSimulator, start_workers: StartWorkers
 ) -> None:
@@ -284,6 +285,7 @@ def test_urgent_is_stored_before_the_remaining_bulk(
     eventually(lambda: states(ctx, urgent) == {"submitted": 5}, 10, "urgent recorded")
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_nothing(
     make_ctx: MakeCtx, make_simulator: MakeSimulator, start_workers: StartWorkers
 ) -> None:
@@ -312,6 +314,7 @@ def test_a_killed_worker_loses_nothing(
     assert ctx.conn.zcard(ctx.keys.inflight) == 0 and ctx.conn.zcard(ctx.keys.verify) == 0
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_batch_and_leaves_nothing_submitting(
     make_ctx: MakeCtx, make_simulator: MakeSimulator, start_workers: StartWorkers
 ) -> None:
@@ -333,6 +336,7 @@ def test_sigterm_finishes_the_batch_and_leaves_nothing_submitting(
     eventually(lambda: states(ctx, ids) == {"submitted": 20}, 30, "all submitted")
 
 
+@pytest.mark.slow
 def test_supervisor_restarts_a_crashed_process_and_forwards_sigterm(
     make_ctx: MakeCtx, simulator: Simulator, start_workers: StartWorkers
 ) -> None:

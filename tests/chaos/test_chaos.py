@@ -146,6 +146,7 @@ def wait_final(relay: Relay, ids: list[str], sup: Supervisor, deadline: float) -
     return left
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("RELAY_SKIP_CHAOS") == "1", reason="RELAY_SKIP_CHAOS=1")
 def test_nothing_lost_nothing_twice(tmp_path: Path) -> None:
     rng = random.Random(SEED)

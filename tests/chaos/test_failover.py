@@ -24,6 +24,7 @@ SEED = int(os.environ.get("RELAY_CHAOS_SEED", "20261205"))
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(max(600, SIZE // 5))]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("RELAY_SKIP_CHAOS") == "1", reason="RELAY_SKIP_CHAOS=1")
 def test_a_failover_loses_nothing_and_sends_nothing_twice(tmp_path: Path) -> None:
     require_redis_server()
