@@ -43,22 +43,21 @@ local history, moved = KEYS[#KEYS], 0
 local result = {}
 for i = 5, #KEYS - 1 do
   local key, id = KEYS[i], ARGV[i + 7]
-  local cur = redis.call("HGET", key, "state")
+  local head = redis.call("HMGET", key, "state", "final")
+  local cur, was_final = head[1], head[2] == "1"
   local ok = cur and allowed[cur] == true
-  if ok and open_only then ok = redis.call("HGET", key, "final") ~= "1" end
+  if ok and open_only then ok = not was_final end
   if ok then
     local field = stamp
     if again ~= "" and cur ~= first_from then field = again end
-    redis.call("HSET", key, "state", to, field, now)
-    if final == "1" then
-      redis.call("HSET", key, "final", "1")
-    else
-      redis.call("HDEL", key, "final")
-    end
-    for f, v in pairs(common) do redis.call("HSET", key, f, tostring(v)) end
+    local set = {"state", to, field, now}
+    if final == "1" then set[#set + 1] = "final"; set[#set + 1] = "1" end
+    for f, v in pairs(common) do set[#set + 1] = f; set[#set + 1] = tostring(v) end
     if each and each[i - 4] then
-      for f, v in pairs(each[i - 4]) do redis.call("HSET", key, f, tostring(v)) end
+      for f, v in pairs(each[i - 4]) do set[#set + 1] = f; set[#set + 1] = tostring(v) end
     end
+    redis.call("HSET", key, unpack(set))
+    if final ~= "1" and was_final then redis.call("HDEL", key, "final") end
     if cur ~= to then
       redis.call("HINCRBY", KEYS[1], cur, -1)
       redis.call("HINCRBY", KEYS[1], to, 1)

@@ -153,26 +153,42 @@ class Producer:
         to its offered one is a message stored now, any other was stored before (its key).
         """
         ids = [new_id(now_ms)] if len(msgs) == 1 else new_ids(now_ms, len(msgs))
-        arms: dict[LaneId, Arm] = {}
-        for msg in msgs:
-            if msg.timetosend is None and msg.lane not in arms:
-                arms[msg.lane] = Arm.new(self.keys, msg.lane)
+        lanes = self._lanes(msgs)
         for _ in range(ID_ATTEMPTS):
-            answer = self._enqueue(msgs, ids, arms, now_ms)
+            answer = self._enqueue(msgs, ids, lanes, now_ms)
             if answer.stored:
                 if fresh_ids is not None:
                     fresh_ids[:] = ids
                 if answer.positions:  # a second round trip only for tickets this call set
-                    self._arm([arms[msgs[pos - 1].lane] for pos in answer.positions])
+                    self._arm([lanes[_lane_of(msgs[pos - 1])].arm for pos in answer.positions])
                 return answer.ids
             _renew(ids, [pos - 1 for pos in answer.positions], now_ms)
         raise RuntimeError(f"could not find free message ids in {ID_ATTEMPTS} attempts")
+
+    def _lanes(self, msgs: Sequence[ValidMessage]) -> dict[tuple[bool, int, int], _Lane]:
+        """What enqueue.lua needs of each lane of ``msgs``, worked out once per lane."""
+        lanes: dict[tuple[bool, int, int], _Lane] = {}
+        k = self.keys
+        for msg in msgs:
+            at = _lane_of(msg)
+            if at not in lanes:
+                lane = msg.lane
+                arm = Arm.new(k, lane)
+                lanes[at] = _Lane(
+                    arm,
+                    k.lane(lane),
+                    k.ticket(lane),
+                    k.sched(lane),
+                    SEP + arm.job_id + SEP + lane.member + SEP + lane.pair.member,
+                    SEP + SEP + lane.member + SEP + lane.pair.member,
+                )
+        return lanes
 
     def _enqueue(
         self,
         msgs: Sequence[ValidMessage],
         ids: Sequence[str],
-        arms: Mapping[LaneId, Arm],
+        lanes: Mapping[tuple[bool, int, int], _Lane],
         now_ms: int,
     ) -> EnqueueAnswer:
         """``lua/enqueue.lua`` for ``msgs`` under ``ids`` (layout in the script's header)."""
@@ -187,15 +203,16 @@ class Producer:
             BODY_CHUNK,
         ]
         for msg, msg_id in zip(msgs, ids, strict=True):
+            lane = lanes[_lane_of(msg)]
+            record = k.msg(msg_id)
             # never "" in KEYS: an ACL user limited to ~<prefix>:* may not name it
-            idem = k.idem(msg.key) if msg.key is not None else k.msg(msg_id)
+            idem = k.idem(msg.key) if msg.key is not None else record
             if msg.timetosend is None:
-                keys += (k.msg(msg_id), k.lane(msg.lane), k.ticket(msg.lane), idem)
-                job = arms[msg.lane].job_id
+                keys += (record, lane.lane_key, lane.ticket_key, idem)
+                args.append(_packed(msg, msg_id) + lane.queued_tail)
             else:
-                keys += (k.msg(msg_id), k.sched(msg.lane), k.msg(msg_id), idem)
-                job = ""
-            args.append(_packed(msg, msg_id, job))
+                keys += (record, lane.sched_key, record, idem)
+                args.append(_packed(msg, msg_id) + lane.scheduled_tail)
         answer = durability.run_script(self.ctx, "enqueue", keys, args, what="send")
         return EnqueueAnswer.of(answer, len(msgs))
 
@@ -272,9 +289,10 @@ def _not_waiting(msg_id: str, state: State) -> str:
     return f"message {msg_id} is {state.value}; only scheduled or queued messages can be cancelled"
 
 
-def _packed(msg: ValidMessage, msg_id: str, job: str) -> str:
-    """One message's ARGV entry of enqueue.lua: its values joined by the unit separator
-    (validation keeps control characters out of every field, so it cannot occur in one)."""
+def _packed(msg: ValidMessage, msg_id: str) -> str:
+    """The first nine of a message's values in enqueue.lua's ARGV, joined by the unit
+    separator (validation keeps control characters out of every field, so it cannot occur in
+    one); its lane's part (:class:`_Lane`) follows."""
     return SEP.join(
         (
             msg_id,
@@ -286,11 +304,26 @@ def _packed(msg: ValidMessage, msg_id: str, job: str) -> str:
             "" if msg.customerid is None else str(msg.customerid),
             "" if msg.timetosend is None else str(msg.timetosend),
             msg.key or "",
-            job,
-            msg.lane.member,
-            msg.lane.pair.member,
         )
     )
+
+
+def _lane_of(msg: ValidMessage) -> tuple[bool, int, int]:
+    """A cheap key of a message's lane (a tuple hashes faster than a :class:`LaneId`)."""
+    return msg.urgent, msg.device_id, msg.sim
+
+
+@dataclass(frozen=True, slots=True)
+class _Lane:
+    """One lane of a chunk: its ticket's arm, key names, and the tail of a message's packed
+    values (the job id, or none when scheduled; the lane's member; the device/SIM's)."""
+
+    arm: Arm
+    lane_key: str
+    ticket_key: str
+    sched_key: str
+    queued_tail: str
+    scheduled_tail: str
 
 
 def _renew(ids: list[str], positions: Iterable[int], now_ms: int) -> None:
