@@ -136,15 +136,21 @@ class Producer:
     def send(self, i: int) -> None:
         body = f"failover {self.seed} #{i}"
         sendto = f"+4915{self.rng.randrange(10**8, 10**9)}"
-        kwargs: dict[str, object] = {"urgent": self.rng.random() < 0.1}
+        urgent = self.rng.random() < 0.1
+        timetosend = None
         if self.rng.random() < 0.1:
-            kwargs["timetosend"] = time.time() + self.rng.uniform(0.5, 2.0)
+            timetosend = time.time() + self.rng.uniform(0.5, 2.0)
         device = self.rng.choice(DEVICES)
         started = time.monotonic()
         while True:
             try:
                 msg_id = self.relay.send(
-                    sendto=sendto, body=body, device_id=device, key=f"fo{self.seed}-{i}", **kwargs
+                    sendto=sendto,
+                    body=body,
+                    device_id=device,
+                    urgent=urgent,
+                    timetosend=timetosend,
+                    key=f"fo{self.seed}-{i}",
                 )
                 break
             except (redis.RedisError, RelayError) as exc:
