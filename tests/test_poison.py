@@ -24,12 +24,12 @@ from relay.cli.main import cli
 from relay.context import Context
 from relay.lanes import LaneId
 from relay.produce.producer import Producer
-from relay.run.worker import run_until_idle
-from relay.settings import Settings
+from relay.run.burst import run_until_idle
+from relay.settings import Settings, settings_env
 from relay.simulator import SimDevice, Simulator
 from relay.states import State
 from tests.fixtures.simulator import MakeSimulator
-from tests.fixtures.workers import MakeSettings, settings_env
+from tests.fixtures.workers import MakeSettings
 from tests.test_gateway_garbage import Reply, StubGateway
 
 DEV, SIM = 260, 0

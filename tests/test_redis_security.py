@@ -29,11 +29,10 @@ import redis
 
 from relay.core import Relay
 from relay.embedded import server_binary
-from relay.settings import Settings, load_settings
+from relay.settings import Settings, load_settings, settings_env
 from relay.simulator import SimDevice, Simulator
 from relay.states import State
 from tests.fixtures.simulator import MakeSimulator
-from tests.fixtures.workers import settings_env
 
 DEV = 260
 NO_TLS = ("not supported", "Unrecognized", "Failed finding TLS support")

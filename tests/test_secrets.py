@@ -45,12 +45,12 @@ from relay.core import Relay
 from relay.gateway import GatewayClient
 from relay.keys import Keys
 from relay.log import configure, get_logger, redact_secrets
-from relay.settings import Settings
+from relay.settings import Settings, settings_env
 from relay.simulator import SimDevice, Simulator
 from relay.states import State
 from tests.fixtures.redis import is_real
 from tests.fixtures.simulator import MakeSimulator
-from tests.fixtures.workers import MakeSettings, StartWorkers, settings_env
+from tests.fixtures.workers import MakeSettings, StartWorkers
 from tests.test_gateway_garbage import StubGateway
 
 DEV = 260
