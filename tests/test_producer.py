@@ -22,7 +22,7 @@ from relay.keys import Keys
 from relay.lanes import LaneId
 from relay.produce import producer as producer_module
 from relay.states import State
-from tests.fixtures.streams import entries
+from tests.fixtures.replies import entries
 
 PHONE = "+4915752982212"
 
