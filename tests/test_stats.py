@@ -225,6 +225,7 @@ class CountingRedis(redis.Redis):
             CountingRedis.pipelines += 1
             return execute(raise_on_error)
 
+        # counting this pipeline's round trips: replacing its method is the point
         pipe.execute = counted  # type: ignore[method-assign]
         return pipe
 
