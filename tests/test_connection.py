@@ -243,8 +243,7 @@ def test_a_write_refused_by_a_demoted_primary_goes_to_the_new_one(tmp_path: Path
 
     with replica_set(tmp_path / "pair", replicas=1) as rs:
         sentinels = StaleSentinels(rs.replicas[0].port, rs.primary.port)
-        # redis-py leaves SentinelConnectionPool.__init__ unannotated, so this call is untyped
-        pool = PatientSentinelPool(  # type: ignore[no-untyped-call]
+        pool = PatientSentinelPool(
             "main",
             sentinels,
             connection_class=FollowingConnection,

@@ -214,8 +214,7 @@ class CountingRedis(redis.Redis):
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         CountingRedis.commands += 1
-        # redis-py leaves execute_command unannotated, so this call is untyped
-        return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        return super().execute_command(*args, **options)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
         pipe = super().pipeline(transaction, shard_hint)
