@@ -20,7 +20,7 @@ from relay.store import Store
 from tests.fixtures.http import ApiServer, MakeApi
 
 PHONE = "+4915752982212"
-MSG = {"sendto": PHONE, "body": "Your code is 4711", "device_id": 260}
+MSG: dict[str, Any] = {"sendto": PHONE, "body": "Your code is 4711", "device_id": 260}
 
 
 def stored(conn: redis.Redis, prefix: str) -> set[bytes]:
