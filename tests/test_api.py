@@ -12,6 +12,7 @@ import httpx
 import pytest
 import redis
 
+from relay.connection import text
 from relay.keys import Keys
 from relay.lanes import LaneId
 from relay.states import State
@@ -19,7 +20,7 @@ from relay.store import Store
 from tests.fixtures.http import ApiServer, MakeApi
 
 PHONE = "+4915752982212"
-MSG = {"sendto": PHONE, "body": "Your code is 4711", "device_id": 260}
+MSG: dict[str, Any] = {"sendto": PHONE, "body": "Your code is 4711", "device_id": 260}
 
 
 def stored(conn: redis.Redis, prefix: str) -> set[bytes]:
@@ -115,7 +116,7 @@ def test_send_answers_202_with_location_and_stores_through_the_producer(api: Api
     assert record["state"] == "queued" and record["sendto"] == PHONE
     keys = Keys(api.settings.key_prefix)
     conn = redis.Redis.from_url(api.settings.redis_url)
-    assert [i.decode() for i in conn.lrange(keys.lane(LaneId("u", 260, 1)), 0, -1)] == [body["id"]]
+    assert [text(i) for i in conn.lrange(keys.lane(LaneId("u", 260, 1)), 0, -1)] == [body["id"]]
     conn.close()
 
 

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from relay.bench.config import MEASURES
 from relay.bench.env import BenchError, check_real_redis
 from relay.cli.main import cli
+from tests.fixtures.redis import FakeRedisServer
 
 
 def _positive(value: float) -> bool:
@@ -133,8 +134,8 @@ def test_without_a_url_the_bench_runs_on_the_embedded_engine(tmp_path: Path) -> 
         os.kill(pid, 0)
 
 
-def test_fakeredis_is_refused(fake_redis_server: object, tmp_path: Path) -> None:
-    url = fake_redis_server.url  # type: ignore[attr-defined]
+def test_fakeredis_is_refused(fake_redis_server: FakeRedisServer, tmp_path: Path) -> None:
+    url = fake_redis_server.url
     with pytest.raises(BenchError, match="fakeredis"):
         check_real_redis(url)
     result = CliRunner().invoke(

@@ -26,6 +26,7 @@ from click.testing import CliRunner, Result
 
 from relay.cli.main import cli
 from relay.clock import SystemClock
+from relay.connection import text
 from relay.keys import Keys
 from relay.settings import ENV_PREFIX, Settings, load_settings
 from relay.simulator import Simulator
@@ -80,9 +81,9 @@ def stored_keys(redis_url: str, prefix: str) -> list[bytes]:
 
 
 def record(redis_url: str, prefix: str, msg_id: str) -> dict[str, str]:
-    conn = redis.Redis.from_url(redis_url, decode_responses=True)
+    conn = redis.Redis.from_url(redis_url)
     try:
-        return conn.hgetall(Keys(prefix).msg(msg_id))
+        return {text(k): text(v) for k, v in conn.hgetall(Keys(prefix).msg(msg_id)).items()}
     finally:
         conn.close()
 
@@ -539,8 +540,8 @@ def test_run_until_idle_finishes_every_message(
     env: dict[str, str], redis_url: str, simulator: Simulator
 ) -> None:
     env = gateway_env(env, simulator)
-    ids = [invoke([*SEND[:-1], dev, "--json"], env) for dev in ("260", "261", "260")]
-    ids = [json.loads(r.stdout)[0] for r in ids]
+    sent = [invoke([*SEND[:-1], dev, "--json"], env) for dev in ("260", "261", "260")]
+    ids = [json.loads(r.stdout)[0] for r in sent]
     result = invoke(["run", "--workers", "2", "--until-idle", "--timeout", "60"], env)
     assert result.exit_code == 0, result.stderr
     for msg_id in ids:

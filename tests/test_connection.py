@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 import redis
@@ -124,14 +125,14 @@ class SwallowingServer:
         self.listener.close()
 
 
-def _read_command(reader: object) -> list[bytes] | None:
-    line = reader.readline()  # type: ignore[attr-defined]
+def _read_command(reader: BinaryIO) -> list[bytes] | None:
+    line = reader.readline()
     if not line.startswith(b"*"):
         return None
     parts = []
     for _ in range(int(line[1:])):
-        size = int(reader.readline()[1:])  # type: ignore[attr-defined]
-        parts.append(reader.read(size + 2)[:-2])  # type: ignore[attr-defined]
+        size = int(reader.readline()[1:])
+        parts.append(reader.read(size + 2)[:-2])
     return parts
 
 
@@ -198,13 +199,14 @@ def test_the_worker_starts_rqs_loop_again_after_an_error_of_its_own(
     failures = {"left": 1}
     original = worker.execute_job
 
-    def flaky(job: Job, q: Queue) -> None:
+    def flaky(job: Job, queue: Queue) -> None:
         if failures["left"]:
             failures["left"] -= 1
             raise redis.ConnectionError("Connection closed by server.")
-        original(job, q)
+        original(job, queue)
         stop.set()
 
+    # the lost reply injected into this one worker: replacing its method is the point
     worker.execute_job = flaky  # type: ignore[method-assign]
     first = queue.enqueue("builtins.len", "ab")
     second = queue.enqueue("builtins.len", "abc")

@@ -35,7 +35,7 @@ from relay.api.server import ServerThread
 from relay.context import Context
 from relay.produce.producer import Producer
 from relay.reconcile.reconciler import Reconciler
-from relay.run.worker import run_until_idle
+from relay.run.burst import run_until_idle
 from relay.settings import Settings, load_settings
 from relay.simulator import SimDevice, Simulator
 from tests.fixtures.http import make_key
@@ -194,7 +194,12 @@ def _populate(ctx: Context, settings: Settings) -> Site:
 
 def _dropin_message(site: Site) -> None:
     """One message through the drop-in front: its integer id and relay id."""
-    params = {"token": site.send, "sendto": "+4915752444000", "body": "drop-in", "device_id": 261}
+    params: dict[str, str | int] = {
+        "token": site.send,
+        "sendto": "+4915752444000",
+        "body": "drop-in",
+        "device_id": 261,
+    }
     answer = httpx.get(f"{site.url}/getdata/addsms", params=params, timeout=10).json()
     assert answer["error"] == 0, answer
     number = int(answer["sms_id"])
@@ -255,7 +260,12 @@ def page(browser: Any) -> Iterator[Any]:
     browser.route(lambda url: not _local(url), outside)
     tab = browser.new_page()
     tab.on("request", lambda req: watch.requests.append(req.url))
-    tab.on("console", lambda msg: msg.type == "error" and watch.errors.append(msg.text))
+
+    def console(msg: Any) -> None:
+        if msg.type == "error":
+            watch.errors.append(msg.text)
+
+    tab.on("console", console)
     tab.on("pageerror", lambda exc: watch.errors.append(str(exc)))
     yield tab
     tab.close()

@@ -16,7 +16,7 @@ from relay.produce.producer import Producer
 from relay.results import history
 from relay.results.history import LATENCY_TTL_S, minute_of, percentile, read_history
 from relay.results.lookup import kinds_of, lookup
-from relay.run.worker import run_until_idle
+from relay.run.burst import run_until_idle
 from relay.simulator import Simulator
 from relay.states import State
 from tests.fixtures.workers import MakeSettings

@@ -45,6 +45,11 @@ class Finished:
         self.api_url = summary.api_url
         self.api_status = 0
 
+    def entry(self, msg: Message) -> LedgerEntry:
+        """The ledger's entry of ``msg``: what the gateway stored under its ``sms_id``."""
+        assert msg.sms_id is not None, f"{msg.id} has no sms_id"
+        return self.ledger[msg.sms_id]
+
 
 @pytest.fixture(scope="module", params=["embedded", "real"])
 def finished(request: pytest.FixtureRequest) -> Iterator[Finished]:
@@ -80,7 +85,7 @@ def test_each_message_stored_once_at_the_gateway(finished: Finished) -> None:
     assert None not in sms_ids and len(set(sms_ids)) == len(sms_ids)
     assert set(sms_ids) == set(ledger)  # nothing lost, nothing extra, nothing twice
     for msg in records.values():
-        entry = ledger[msg.sms_id]  # type: ignore[index]
+        entry = finished.entry(msg)
         assert (entry.sendto, entry.body, entry.device_id) == (msg.sendto, msg.body, msg.device_id)
         assert bool(entry.urgent) == msg.urgent
 
@@ -88,7 +93,7 @@ def test_each_message_stored_once_at_the_gateway(finished: Finished) -> None:
 def test_final_states_follow_the_gateway_codes(finished: Finished) -> None:
     failing = failing_numbers(CONFIG)
     for msg in finished.records.values():
-        code = finished.ledger[msg.sms_id].status  # type: ignore[index]
+        code = finished.entry(msg).status
         expected = {7: State.DELIVERED, 6: State.SENT}.get(code, State.FAILED)
         assert msg.state == expected, (msg.id, code, msg.state)
         if msg.sendto in failing:
@@ -105,7 +110,7 @@ def test_summary_numbers_match_the_ledger(finished: Finished) -> None:
     assert s.per_device == _count(e.device_id for e in ledger.values())
 
     latencies = sorted(
-        ledger[finished.records[i].sms_id].stored_at  # type: ignore[index]
+        finished.entry(finished.records[i]).stored_at
         - finished.records[i].times["queued"].timestamp()
         for i in finished.urgent_ids
     )
@@ -119,8 +124,9 @@ def test_scheduled_messages_wait_for_their_time(finished: Finished) -> None:
     scheduled = [m for m in finished.records.values() if m.timetosend is not None]
     assert len(scheduled) == CONFIG.scheduled
     for msg in scheduled:
-        stored_at = finished.ledger[msg.sms_id].stored_at  # type: ignore[index]
-        assert stored_at >= msg.timetosend.timestamp() - 0.01  # type: ignore[union-attr]
+        assert msg.timetosend is not None  # as selected above
+        stored_at = finished.entry(msg).stored_at
+        assert stored_at >= msg.timetosend.timestamp() - 0.01
 
 
 def test_the_embedded_demo_runs_on_a_real_server_it_stops(finished: Finished) -> None:

@@ -9,6 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from relay.clock import FakeClock
+from relay.connection import maybe_text, text
 from relay.context import Context
 from relay.devices import Pace, sync_devices
 from relay.dispatch.claim import Claim, claim
@@ -21,6 +22,7 @@ from relay.simulator import SimDevice, Simulator
 from relay.simulator.faults import BUSY
 from relay.states import State
 from tests.fixtures.context import MakeCtx
+from tests.fixtures.replies import members
 from tests.fixtures.simulator import MakeSimulator
 
 DEV, SIM = 260, 0
@@ -91,7 +93,7 @@ def test_claim_records_the_batch_in_flight(fake_ctx: Context) -> None:
     ctx = fake_ctx
     push(ctx, "b", 2)
     claim = run_for(ctx, "b").claim(PACE)
-    batch = {k.decode(): v.decode() for k, v in ctx.conn.hgetall(ctx.keys.batch(claim.bid)).items()}
+    batch = {text(k): text(v) for k, v in ctx.conn.hgetall(ctx.keys.batch(claim.bid)).items()}
     assert batch == {
         "dev": str(DEV),
         "sim": str(SIM),
@@ -183,7 +185,7 @@ def test_timers_fire_once_into_fresh_jobs(fake_ctx: Context) -> None:
     assert fire_timers(ctx)[0] == 1
     assert fire_timers(ctx)[0] == 0  # popped once
     job = ctx.conn.get(ctx.keys.ticket(lane("b")))
-    assert job is not None and job.startswith(f"{ctx.keys.job_tag}-ticket-b-260-0-".encode())
+    assert job is not None and text(job).startswith(f"{ctx.keys.job_tag}-ticket-b-260-0-")
     queued = ctx.conn.lrange(f"rq:queue:{ctx.keys.bulk_queue}", 0, -1)
     assert queued == [job]
 
@@ -230,7 +232,7 @@ def run(ctx: Context, kind: str, dev: int = DEV) -> RunEnd:
 
     context.use(ctx)
     holder = ctx.conn.get(ctx.keys.ticket(lane(kind, dev)))
-    job = holder.decode() if holder else None
+    job = maybe_text(holder)
     the = lane(kind, dev)
     return run_ticket(the.kind, dev, SIM, job_id=job)
 
@@ -244,7 +246,7 @@ def test_a_batch_is_submitted_in_one_request(live: Context, sim: Simulator) -> N
     assert len({e.request.request_id for e in ledger}) == 1
     assert states(live, ids) == {"submitted": 4}
     assert live.conn.zcard(live.keys.pending(DEV)) == 4
-    assert live.conn.sismember(live.keys.pending_devices, DEV)
+    assert live.conn.sismember(live.keys.pending_devices, str(DEV))
     assert live.conn.zscore(live.keys.urgent_waiting, ids[-1]) is not None
     assert live.conn.zcard(live.keys.inflight) == 0
 
@@ -289,9 +291,9 @@ def test_outcome_unknown_is_never_resent_blind(live: Context, sim: Simulator) ->
     run(live, "b")
     assert states(live, ids) == {"unknown": 3}
     assert live.conn.zcard(live.keys.inflight) == 0
-    (bid,) = live.conn.zrange(live.keys.verify, 0, -1)
-    batch = live.conn.hgetall(live.keys.batch(bid.decode()))
-    assert batch[b"ids"].decode().split(",") == ids
+    (bid,) = members(live.conn, live.keys.verify)
+    batch = live.conn.hgetall(live.keys.batch(bid))
+    assert text(batch[b"ids"]).split(",") == ids
     assert bodies(sim) == ["m0", "m1", "m2"]
     run(live, "b")  # nothing left to claim: nothing resent
     assert len(sim.ledger()) == 3

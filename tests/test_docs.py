@@ -30,7 +30,7 @@ def test_every_setting_is_in_the_configuration_table() -> None:
     for name, field in Settings.model_fields.items():
         variable = f"RELAY_{name.upper()}"
         assert variable in rows, f"{variable} missing from the README configuration table"
-        default = field.default if field.default_factory is None else field.default_factory()
+        default = field.get_default(call_default_factory=True)
         shown = rows[variable]
         if default is None:
             assert shown == "—", variable

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from relay.connection import text
 from relay.context import Context
 from relay.settings import Settings, settings_env
 from relay.simulator import OutcomeRule, Simulator
@@ -113,7 +114,8 @@ def test_messages_sent_through_the_dropin_reach_their_final_code(
     try:
         for number in expected:
             msg_id = ctx.conn.hget(ctx.keys.dropin_ids, str(number))
-            msg = ctx.store.get(msg_id.decode())
+            assert msg_id is not None, f"no drop-in id {number}"
+            msg = ctx.store.get(text(msg_id))
             assert msg is not None and msg.final and msg.sms_id is not None
             assert sim.status(msg.sms_id) == final[number]  # the gateway's own code
     finally:
@@ -146,7 +148,7 @@ def _ended_sent(settings: Settings, number: int) -> bool:
     ctx = Context.from_settings(settings)
     try:
         msg_id = ctx.conn.hget(ctx.keys.dropin_ids, str(number))
-        msg = ctx.store.get(msg_id.decode()) if msg_id else None
+        msg = ctx.store.get(text(msg_id)) if msg_id else None
         return msg is not None and msg.final
     finally:
         ctx.close()

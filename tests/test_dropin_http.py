@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from relay.apikeys import ApiKeys
+from relay.connection import text
 from relay.context import Context
 from relay.devices import sync_devices
 from relay.simulator import Simulator
@@ -80,7 +81,7 @@ def sms_id(response: httpx.Response) -> int:
 def record(ctx: Context, number: int) -> Message:
     msg_id = ctx.conn.hget(ctx.keys.dropin_ids, str(number))
     assert msg_id is not None, f"no drop-in id {number}"
-    msg = ctx.store.get(msg_id.decode())
+    msg = ctx.store.get(text(msg_id))
     assert msg is not None
     return msg
 
@@ -291,7 +292,8 @@ def test_addalotofsms_multipart_and_raw_json_body(
     datajson = json.dumps({"token": key, "smsdata": smsdata(2)})
     ok(http.post("/getdata/addalotofsms", data={"datajson": datajson}, files={"x": ("", b"")}))
     ok(http.post("/getdata/addalotofsms", json={"token": key, "smsdata": smsdata(2)}))
-    assert int(ctx.conn.get(ctx.keys.dropin_seq)) == 4
+    seq = ctx.conn.get(ctx.keys.dropin_seq)
+    assert seq is not None and int(seq) == 4
 
 
 def test_addalotofsms_is_all_or_nothing(

@@ -4,9 +4,11 @@ real Redis and on fakeredis; and the status codes the drop-in answers for each s
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -109,17 +111,9 @@ def test_prune_removes_only_entries_whose_record_expired(ctx: Context) -> None:
 # --- status codes ---------------------------------------------------------------------------
 
 
-def message(state: State, **fields: object) -> Message:
-    base: dict[str, object] = {
-        "id": "x",
-        "sendto": "+491",
-        "body": "b",
-        "device_id": 260,
-        "sim": 0,
-        "urgent": False,
-        "final": False,
-    }
-    return Message(state=state, **{**base, **fields})  # type: ignore[arg-type]
+def message(state: State, **fields: Any) -> Message:
+    base = Message("x", "+491", "b", device_id=260, sim=0, urgent=False, state=state, final=False)
+    return dataclasses.replace(base, **fields)
 
 
 @pytest.mark.parametrize(

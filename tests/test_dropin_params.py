@@ -13,7 +13,9 @@ from relay.dropin.params import BadRequest, Params, read_params
 from relay.errors import DropinRefused
 
 
-def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes, str]] | None = None):
+def multipart(
+    fields: dict[str, str], files: dict[str, tuple[str, bytes, str]] | None = None
+) -> tuple[str, bytes]:
     """(content type, body) of a multipart form as httpx (like PHP curl) encodes it."""
     request = httpx.Request("POST", "http://x/", data=fields, files=files or {})
     body = request.read()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from relay.connection import text
 from relay.context import Context
 from relay.devices import sync_devices
 from relay.simulator import Simulator
@@ -82,7 +83,8 @@ def test_the_sdks_calls_from_php_against_relay_serve(
         "message": "Wrong token",
     }
     msg_id = ctx.conn.hget(ctx.keys.dropin_ids, str(added["sms_id"]))
-    msg = ctx.store.get(msg_id.decode())
+    assert msg_id is not None, added
+    msg = ctx.store.get(text(msg_id))
     assert msg is not None and msg.customerid == 12 and msg.urgent
     assert key not in served.log() and "token=" not in served.log()
     ctx.close()

@@ -9,11 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from redis.typing import EncodableT, FieldT
 
 from relay.context import Context
 from relay.results.events import Event, ack, ensure_group, pending_ids, read_events
 from relay.settings import load_settings
 from relay.states import State
+from tests.fixtures.replies import entries
 
 
 @pytest.fixture
@@ -25,7 +27,7 @@ def ctx(redis_url: str, key_prefix: str) -> Iterator[Context]:
 
 
 def new_message(ctx: Context, msg_id: str, **fields: str | int) -> None:
-    record = {
+    record: dict[FieldT, EncodableT] = {
         "sendto": "+4915752982212",
         "body": "hi",
         "device_id": 260,
@@ -33,8 +35,8 @@ def new_message(ctx: Context, msg_id: str, **fields: str | int) -> None:
         "urgent": 1,
         "state": "submitted",
         "final": 0,
-        **fields,
     }
+    record.update(**fields)
     ctx.conn.hset(ctx.keys.msg(msg_id), mapping=record)
 
 
@@ -57,8 +59,8 @@ def test_an_event_carries_every_field_of_the_change(ctx: Context) -> None:
         fields={"sms_id": 62800001, "status": 9, "statustitle": "not sent", "error": "not sent"},
     )
     (event,) = read_events(ctx, "readers", "r1", 10)
-    ((entry_id, _),) = ctx.conn.xrange(ctx.keys.events)
-    assert event.event_id == entry_id.decode()
+    ((entry_id, _),) = entries(ctx.conn, ctx.keys.events)
+    assert event.event_id == entry_id
     assert (event.id, event.state, event.prev, event.final) == ("m1", "failed", "submitted", True)
     assert (event.device_id, event.sim, event.customerid, event.urgent) == (260, 1, 42, True)
     assert (event.sms_id, event.status, event.statustitle, event.error) == (

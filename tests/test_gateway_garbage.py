@@ -39,18 +39,20 @@ from hypothesis import strategies as st
 from rq.registry import FailedJobRegistry
 
 from relay import context as context_module
+from relay.connection import maybe_text, text
 from relay.context import Context
 from relay.devices import refresh_if_stale, sync_devices
 from relay.dispatch.ticket import run_ticket
 from relay.dispatch.tickets import queue as ticket_queue
 from relay.errors import GatewayError
 from relay.gateway import GatewayClient
-from relay.lanes import LaneId
+from relay.lanes import BULK, LaneId, LaneKind
 from relay.produce.producer import Producer
 from relay.reconcile.reconciler import Reconciler
 from relay.settings import Settings
 from relay.simulator import OutcomeRule, SimDevice, Simulator
 from relay.states import State
+from tests.fixtures.replies import members
 from tests.fixtures.simulator import MakeSimulator
 from tests.fixtures.workers import MakeSettings, StartWorkers
 
@@ -77,6 +79,11 @@ class Reply:
 
 
 Rule = Callable[[str, Mapping[str, str]], Reply | None]
+
+
+def answering(endpoint: str, reply: Reply) -> Rule:
+    """A rule answering requests to ``endpoint`` with ``reply``, passing the others on."""
+    return lambda asked, form: reply if asked == endpoint else None
 
 
 class StubGateway:
@@ -185,12 +192,11 @@ def send(ctx: Context, n: int, tag: str = "m", urgent: bool = False) -> list[str
     return Producer(ctx).send_many(items)
 
 
-def run_lane(ctx: Context, kind: str = "b") -> str:
+def run_lane(ctx: Context, kind: LaneKind = BULK) -> str:
     """The lane's ticket, run here as the RQ job its key names would run it."""
     context_module.use(ctx)
-    holder = ctx.conn.get(ctx.keys.ticket(LaneId(kind, DEV, SIM)))  # type: ignore[arg-type]
-    job = holder.decode() if holder else None
-    return run_ticket(kind, DEV, SIM, job_id=job)  # type: ignore[arg-type]
+    holder = ctx.conn.get(ctx.keys.ticket(LaneId(kind, DEV, SIM)))
+    return run_ticket(kind, DEV, SIM, job_id=maybe_text(holder))
 
 
 # --- fuzzed answers --------------------------------------------------------------------
@@ -308,16 +314,16 @@ def accepted() -> st.SearchStrategy[Reply]:
 # --- checks ------------------------------------------------------------------------------
 
 
-def lane_of(ctx: Context, kind: str = "b") -> list[str]:
-    return [i.decode() for i in ctx.conn.lrange(ctx.keys.lane(LaneId(kind, DEV, SIM)), 0, -1)]
+def lane_of(ctx: Context, kind: LaneKind = BULK) -> list[str]:
+    return [text(i) for i in ctx.conn.lrange(ctx.keys.lane(LaneId(kind, DEV, SIM)), 0, -1)]
 
 
 def batches_awaiting_verification(ctx: Context) -> set[str]:
     """Ids of the batches in ``verify``."""
     ids: set[str] = set()
-    for bid in ctx.conn.zrange(ctx.keys.verify, 0, -1):
-        raw = ctx.conn.hget(ctx.keys.batch(bid.decode()), "ids")
-        ids.update(raw.decode().split(",") if raw else [])
+    for bid in members(ctx.conn, ctx.keys.verify):
+        raw = maybe_text(ctx.conn.hget(ctx.keys.batch(bid), "ids"))
+        ids.update(raw.split(",") if raw else [])
     return ids
 
 
@@ -491,7 +497,7 @@ def test_the_reconciler_follows_every_message_once_the_gateway_makes_sense_again
     ids = submitted(ctx, stub, 3)
     reconciler = Reconciler(ctx)
     for reply in GARBAGE_KINDS:
-        stub.rule = lambda endpoint, form, reply=reply: reply if endpoint == "getallsms" else None
+        stub.rule = answering("getallsms", reply)
         report = reconciler.run_once()
         assert report.errors == 1 and report.changes == {}, (reply, report)
         assert_followed(ctx, ids)

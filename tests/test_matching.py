@@ -132,7 +132,9 @@ sent = st.lists(
 
 @settings(max_examples=200, deadline=None)
 @given(sent=sent, stored=st.data())
-def test_every_stored_message_is_found_once_and_only_as_itself(sent, stored) -> None:  # type: ignore[no-untyped-def]
+def test_every_stored_message_is_found_once_and_only_as_itself(
+    sent: list[tuple[str, str, int | None, float]], stored: st.DataObject
+) -> None:
     messages = [message(f"m{i:02d}", p, b, T0 + t, c) for i, (p, b, c, t) in enumerate(sent)]
     keep = stored.draw(st.lists(st.booleans(), min_size=len(messages), max_size=len(messages)))
     records = []
@@ -158,7 +160,7 @@ def test_every_stored_message_is_found_once_and_only_as_itself(sent, stored) -> 
 
 @settings(max_examples=100, deadline=None)
 @given(n=st.integers(1, 12), order=st.permutations(list(range(12))))
-def test_identical_messages_pair_oldest_to_oldest(n, order) -> None:  # type: ignore[no-untyped-def]
+def test_identical_messages_pair_oldest_to_oldest(n: int, order: list[int]) -> None:
     messages = [message(f"m{i:02d}", "+4915752982212", "same", T0 + 10 * i) for i in range(n)]
     records = [record(500 + i, "4915752982212", "same", T0 + 10 * i + 1) for i in range(n)]
     shuffled = [records[i] for i in order if i < n]

@@ -21,15 +21,16 @@ import pytest
 from click.testing import CliRunner, Result
 
 from relay.cli.main import cli
+from relay.connection import text
 from relay.context import Context
 from relay.lanes import LaneId
 from relay.produce.producer import Producer
-from relay.run.worker import run_until_idle
-from relay.settings import Settings
+from relay.run.burst import run_until_idle
+from relay.settings import Settings, settings_env
 from relay.simulator import SimDevice, Simulator
 from relay.states import State
 from tests.fixtures.simulator import MakeSimulator
-from tests.fixtures.workers import MakeSettings, settings_env
+from tests.fixtures.workers import MakeSettings
 from tests.test_gateway_garbage import Reply, StubGateway
 
 DEV, SIM = 260, 0
@@ -185,7 +186,7 @@ def test_relay_dead_retry_queues_it_at_the_head_with_attempts_reset(
     assert msg.attempts == 0 and msg.error is None
     assert s.ctx.conn.ttl(k.msg(poison)) == -1  # kept for good again
     assert s.ctx.conn.zscore(k.dead, poison) is None
-    lane = [i.decode() for i in s.ctx.conn.lrange(k.lane(LaneId("b", DEV, SIM)), 0, -1)]
+    lane = [text(i) for i in s.ctx.conn.lrange(k.lane(LaneId("b", DEV, SIM)), 0, -1)]
     assert lane == [poison, *later]
     job = s.ctx.conn.get(k.ticket(LaneId("b", DEV, SIM)))
     assert job is not None and s.ctx.conn.lrange(f"rq:queue:{k.bulk_queue}", 0, -1) == [job]
@@ -243,7 +244,8 @@ def test_relay_dead_leaves_other_messages_alone(poisoned: tuple[Setup, list[str]
     assert usage.exit_code == 2 and "--all" in usage.stderr
     both = s.relay("dead", "retry", poison, "--all")
     assert both.exit_code == 2
-    assert s.ctx.store.get(poison).state == State.REJECTED  # type: ignore[union-attr]
+    msg = s.ctx.store.get(poison)
+    assert msg is not None and msg.state == State.REJECTED
 
 
 def test_an_expired_record_is_reported_and_leaves_dead(

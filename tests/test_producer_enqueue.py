@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -15,7 +16,7 @@ from relay.lanes import LaneId
 from relay.produce.validation import validate, validate_all
 from relay.settings import load_settings
 
-MSG = {"sendto": "+4915752982212", "body": "hi", "device_id": 260}
+MSG: dict[str, Any] = {"sendto": "+4915752982212", "body": "hi", "device_id": 260}
 
 
 @pytest.fixture

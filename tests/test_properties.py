@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 from relay.cli.main import cli
 from relay.clock import FakeClock
+from relay.connection import text
 from relay.core import Relay
 from relay.errors import ValidationError
 from relay.keys import Keys
@@ -344,7 +345,7 @@ def fresh(
     return make
 
 
-def snapshot(conn: redis.Redis, prefix: str) -> dict[bytes, Any]:
+def snapshot(conn: redis.Redis, prefix: str) -> dict[bytes | str, Any]:
     """Every key of ``prefix`` and its RQ queues → (type, contents or size)."""
     keys = Keys(prefix)
     queues = [f"rq:queue:{q}" for q in (keys.urgent_queue, keys.bulk_queue, keys.webhook_queue)]
@@ -354,10 +355,9 @@ def snapshot(conn: redis.Redis, prefix: str) -> dict[bytes, Any]:
     for name in names:
         pipe.type(name)
     kinds = pipe.execute()
-    read = {
+    read: dict[bytes, Callable[[bytes | str], object]] = {
         b"string": pipe.get,
         b"hash": pipe.hgetall,
-        b"list": pipe.lrange,
         b"zset": pipe.zcard,
         b"set": pipe.smembers,
         b"stream": pipe.xlen,
@@ -380,7 +380,7 @@ def assert_stored(
     if e.key is not None:
         seen[e.key] = msg_id
     raw = conn.hgetall(keys.msg(msg_id))
-    record = {k.decode(): v.decode() for k, v in raw.items()}  # each chunk whole UTF-8
+    record = {text(k): text(v) for k, v in raw.items()}  # each chunk whole UTF-8
     state = "queued" if e.due_ms is None else "scheduled"
     chunks = [record.pop("body")]
     while f"body{len(chunks)}" in record:

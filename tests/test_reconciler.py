@@ -19,7 +19,10 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from redis.typing import EncodableT, FieldT
+
 from relay.clock import FakeClock
+from relay.connection import text
 from relay.context import Context
 from relay.gateway import OutgoingSms
 from relay.processes import Lease
@@ -27,6 +30,7 @@ from relay.reconcile.reconciler import Reconciler
 from relay.simulator import OutcomeRule, SimDevice, Simulator, normalise_phone
 from relay.states import State
 from tests.fixtures.context import MakeCtx
+from tests.fixtures.replies import entries, members
 from tests.fixtures.simulator import MakeSimulator
 from tests.fixtures.waiting import eventually
 
@@ -47,7 +51,7 @@ def put_records(
     with ctx.conn.pipeline(transaction=True) as pipe:
         for item in items:
             msg_id = f"{next(_ids):08d}{uuid.uuid4().hex[:4]}"  # time-ordered, like relay's
-            fields = {
+            fields: dict[FieldT, EncodableT] = {
                 "sendto": item["sendto"],
                 "body": item["body"],
                 "device_id": item.get("device_id", 260),
@@ -115,8 +119,7 @@ def submit(ctx: Context, items: Sequence[Mapping[str, Any]]) -> list[str]:
 def events_by_message(ctx: Context) -> dict[str, list[tuple[str, str]]]:
     """Message id → [(state, final), ...] in stream order."""
     seen: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for _, fields in ctx.conn.xrange(ctx.keys.events):
-        f = {k.decode(): v.decode() for k, v in fields.items()}
+    for _, f in entries(ctx.conn, ctx.keys.events):
         seen[f["id"]].append((f["state"], f["final"]))
     return seen
 
@@ -169,8 +172,8 @@ def test_matches_identical_messages_and_differently_written_numbers(
     assert state_of(ctx, second[1])[2] == ledger["other"][0]
     assert all(state_of(ctx, i)[0] == State.DELIVERED for i in first + second)
     assert ctx.conn.zcard(ctx.keys.pending(260)) == 0
-    assert not ctx.conn.sismember(ctx.keys.pending_devices, 260)
-    index = {int(k): v.decode() for k, v in ctx.conn.hgetall(ctx.keys.sms_index(260)).items()}
+    assert not ctx.conn.sismember(ctx.keys.pending_devices, "260")
+    index = {int(k): text(v) for k, v in ctx.conn.hgetall(ctx.keys.sms_index(260)).items()}
     assert sorted(index.values()) == sorted(first + second)
 
 
@@ -251,7 +254,7 @@ def test_settled_or_vanished_ids_leave_the_urgent_set(
     ctx.conn.delete(ctx.keys.msg(gone))
 
     assert Reconciler(ctx).urgent_devices() == {260}
-    assert [m.decode() for m in ctx.conn.zrange(ctx.keys.urgent_waiting, 0, -1)] == [waiting]
+    assert members(ctx.conn, ctx.keys.urgent_waiting) == [waiting]
 
 
 FAIL_CODES = [8, 9, 10, 11, 12, 100, 101]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from relay.clock import FakeClock
+from relay.connection import text
 from relay.context import Context, use
 from relay.dispatch import recovery, verify
 from relay.dispatch.batch import load as load_batch
@@ -25,6 +26,7 @@ from relay.produce.producer import Producer
 from relay.reconcile.reconciler import Reconciler
 from relay.states import State
 from tests.fixtures.context import MakeCtx
+from tests.fixtures.replies import members
 from tests.fixtures.simulator import MakeSimulator
 from tests.fixtures.waiting import eventually
 from tests.test_reconciler import (
@@ -39,7 +41,9 @@ from tests.test_reconciler import (
 
 MIN_GRACE_S = 3.0
 """``RELAY_VERIFY_MIN_GRACE`` by default."""
-ITEMS = [{"sendto": PHONE, "body": f"batch {i}", "urgent": i == 0} for i in range(4)]
+ITEMS: list[dict[str, Any]] = [
+    {"sendto": PHONE, "body": f"batch {i}", "urgent": i == 0} for i in range(4)
+]
 
 
 def send_in_doubt(ctx: Context, items: Sequence[dict[str, Any]] = ITEMS) -> tuple[str, list[str]]:
@@ -56,7 +60,7 @@ def send_in_doubt(ctx: Context, items: Sequence[dict[str, Any]] = ITEMS) -> tupl
 
 
 def lane(ctx: Context, kind: LaneKind = BULK, dev: int = 260, sim: int = 0) -> list[str]:
-    return [i.decode() for i in ctx.conn.lrange(ctx.keys.lane(LaneId(kind, dev, sim)), 0, -1)]
+    return [text(i) for i in ctx.conn.lrange(ctx.keys.lane(LaneId(kind, dev, sim)), 0, -1)]
 
 
 def stored_bodies(make_sim_ledger: Any) -> Counter[str]:
@@ -80,7 +84,7 @@ def test_stored_then_dropped_batch_is_found_never_resent(
         assert state == State.SUBMITTED and sms_id == ledger[item["body"]]
     assert ctx.conn.zcard(ctx.keys.verify) == 0 and not ctx.conn.exists(ctx.keys.batch(bid))
     assert ctx.conn.zscore(ctx.keys.urgent_waiting, ids[0]) is not None
-    assert sorted(m.decode() for m in ctx.conn.zrange(ctx.keys.pending(260), 0, -1)) == sorted(ids)
+    assert sorted(members(ctx.conn, ctx.keys.pending(260))) == sorted(ids)
     assert lane(ctx) == [] and lane(ctx, URGENT) == []
 
     clock.advance(1)
@@ -117,7 +121,7 @@ def test_batch_never_stored_goes_back_to_the_lane_head_after_the_grace(
         assert message is not None and message.state == State.QUEUED and message.attempts == 1
     for kind in (URGENT, BULK):
         job_id = ctx.conn.get(ctx.keys.ticket(LaneId(kind, 260, 0)))
-        assert job_id is not None and job_id.decode() in queue(ctx.conn, ctx.keys, kind).job_ids
+        assert job_id is not None and text(job_id) in queue(ctx.conn, ctx.keys, kind).job_ids
     assert ctx.conn.zcard(ctx.keys.verify) == 0 and not ctx.conn.exists(ctx.keys.batch(bid))
     assert sim.ledger() == []
 
@@ -217,7 +221,8 @@ def test_gateway_unavailable_during_verification_waits_and_never_resends(
 
     assert verify_due(ctx) == 0
     assert all(state_of(ctx, i)[0] == State.UNKNOWN for i in ids)
-    assert lane(ctx) == [] and ctx.conn.zscore(ctx.keys.verify, bid) > ctx.now_ms()
+    due = ctx.conn.zscore(ctx.keys.verify, bid)
+    assert lane(ctx) == [] and due is not None and due > ctx.now_ms()
 
     sim.faults.clear()
     clock.advance(RETRY_AFTER_FAILURE)
@@ -252,7 +257,7 @@ def test_worker_death_recovered_after_the_inflight_timeout(
 
     assert ctx.conn.zrange(ctx.keys.inflight, 0, -1) == [young.encode()]
     assert lane(ctx) == claimed, "claimed but never sent: straight back, no attempt"
-    assert all(ctx.store.get(i).attempts == 0 for i in claimed)  # type: ignore[union-attr]
+    assert all(m is not None and m.attempts == 0 for m in ctx.store.get_many(claimed))
     assert all(state_of(ctx, i)[0] == State.UNKNOWN for i in stored)
 
     ctx.conn.delete(ctx.keys.batch(stored_bid))  # the worker wakes late and drops its batch
@@ -286,7 +291,7 @@ def test_batches_of_a_silent_worker_are_taken_before_the_timeout(
     clock.advance(6)
     ctx.conn.hset(ctx.keys.processes, "live-worker", json.dumps({**beat, "seen": ctx.now_ms()}))
     assert recover_inflight(ctx) == 1
-    inflight = {m.decode() for m in ctx.conn.zrange(ctx.keys.inflight, 0, -1)}
+    inflight = set(members(ctx.conn, ctx.keys.inflight))
     assert inflight == {batches["live-worker"], batches["host:123"]}, "no heartbeat: only timed out"
     assert ctx.conn.zscore(ctx.keys.verify, batches["dead-worker"] + ".r") is not None
 
@@ -349,11 +354,11 @@ def test_dispatch_outcome_unknown_end_to_end(
     sim.faults.add("addalotofsms", "drop_after")
     ticket = ctx.conn.get(ctx.keys.ticket(LaneId(BULK, 260, 0)))
     assert ticket is not None
-    run_ticket(BULK, 260, 0, ticket.decode())
+    run_ticket(BULK, 260, 0, text(ticket))
     assert all(state_of(ctx, i)[0] == State.UNKNOWN for i in ids)
     assert ctx.conn.zcard(ctx.keys.verify) == 1
 
-    ctx.conn.zadd(ctx.keys.verify, {ctx.conn.zrange(ctx.keys.verify, 0, 0)[0]: 0})  # due now
+    ctx.conn.zadd(ctx.keys.verify, {members(ctx.conn, ctx.keys.verify, 0, 0)[0]: 0})  # due now
     assert verify_due(ctx) == 1
     reconciler = Reconciler(ctx)
     eventually(

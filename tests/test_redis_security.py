@@ -29,11 +29,10 @@ import redis
 
 from relay.core import Relay
 from relay.embedded import server_binary
-from relay.settings import Settings, load_settings
+from relay.settings import Settings, load_settings, settings_env
 from relay.simulator import SimDevice, Simulator
 from relay.states import State
 from tests.fixtures.simulator import MakeSimulator
-from tests.fixtures.workers import settings_env
 
 DEV = 260
 NO_TLS = ("not supported", "Unrecognized", "Failed finding TLS support")
@@ -77,26 +76,20 @@ def acl_user(real_redis_url: str) -> Iterator[tuple[str, str, str]]:
     run = uuid.uuid4().hex[:10]
     user, password, prefix = f"relay-test-{run}", f"acl{run}SECRET", f"acl{run}"
     admin = redis.Redis.from_url(real_redis_url)
-    admin.execute_command(
-        "ACL",
-        "SETUSER",
+    admin.acl_setuser(  # ACL SETUSER <user> reset on ><password> +@all -@dangerous ...
         user,
-        "reset",
-        "on",
-        f">{password}",
-        f"~{prefix}:*",
-        "~rq:*",
-        "&*",
-        "+@all",
-        "-@dangerous",
-        "+info",
-        "+client|setname",
-        "+client|getname",
+        reset=True,
+        enabled=True,
+        passwords=[f"+{password}"],
+        categories=["+@all", "-@dangerous"],
+        commands=["+info", "+client|setname", "+client|getname"],
+        keys=[f"{prefix}:*", "rq:*"],
+        channels=["*"],
     )
     try:
         yield user, password, prefix
     finally:
-        admin.execute_command("ACL", "DELUSER", user)
+        admin.acl_deluser(user)
         stale = list(admin.scan_iter(match=f"{prefix}:*", count=1000))
         stale += list(admin.scan_iter(match=f"rq:*{prefix}*", count=1000))
         if stale:

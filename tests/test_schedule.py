@@ -8,6 +8,7 @@ from collections import Counter
 import redis
 
 from relay.clock import FakeClock
+from relay.connection import text
 from relay.context import Context
 from relay.core import Relay
 from relay.dispatch.tickets import queue
@@ -17,16 +18,17 @@ from relay.produce.schedule import promote_due
 from relay.settings import load_settings
 from relay.states import State
 from tests.fixtures.context import T0
+from tests.fixtures.replies import entries
 
 PHONE = "+4915752982212"
 
 
 def lane(conn: redis.Redis, key: str) -> list[str]:
-    return [v.decode() for v in conn.lrange(key, 0, -1)]
+    return [text(v) for v in conn.lrange(key, 0, -1)]
 
 
 def states(conn: redis.Redis, keys: Keys) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in conn.hgetall(keys.counts).items() if int(v)}
+    return {text(k): int(v) for k, v in conn.hgetall(keys.counts).items() if int(v)}
 
 
 def test_nothing_moves_before_its_time(
@@ -59,8 +61,8 @@ def test_a_due_message_is_queued_in_its_lane_with_a_ticket(
     assert urgent.count == 2
     assert redis_conn.get(keys.ticket(LaneId("u", 260, 0))) == urgent.job_ids[-1].encode()
     assert states(redis_conn, keys) == {"queued": 2}
-    last = redis_conn.xrange(keys.events)[-1][1]
-    assert (last[b"id"], last[b"state"], last[b"prev"]) == (later.encode(), b"queued", b"scheduled")
+    last = entries(redis_conn, keys.events)[-1][1]
+    assert (last["id"], last["state"], last["prev"]) == (later, "queued", "scheduled")
     assert promote_due(relay.ctx) == 0
 
 
@@ -184,7 +186,7 @@ def test_concurrent_promoters_never_duplicate(
     assert in_lanes == Counter(ids)
     assert states(redis_conn, keys) == {"queued": 600}
     queued_events = Counter(
-        f[b"id"] for _, f in redis_conn.xrange(keys.events) if f[b"state"] == b"queued"
+        f["id"] for _, f in entries(redis_conn, keys.events) if f["state"] == "queued"
     )
     assert set(queued_events.values()) == {1} and len(queued_events) == 600
     assert queue(redis_conn, keys, "u").count + queue(redis_conn, keys, "b").count == 6

@@ -41,16 +41,18 @@ import structlog
 from rq import Queue
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 
+from relay.connection import text
 from relay.core import Relay
 from relay.gateway import GatewayClient
 from relay.keys import Keys
 from relay.log import configure, get_logger, redact_secrets
-from relay.settings import Settings
+from relay.settings import Settings, settings_env
 from relay.simulator import SimDevice, Simulator
 from relay.states import State
 from tests.fixtures.redis import is_real
+from tests.fixtures.replies import entries
 from tests.fixtures.simulator import MakeSimulator
-from tests.fixtures.workers import MakeSettings, StartWorkers, settings_env
+from tests.fixtures.workers import MakeSettings, StartWorkers
 from tests.test_gateway_garbage import StubGateway
 
 DEV = 260
@@ -139,7 +141,7 @@ class Monitor:
 
 def redis_contents(conn: redis.Redis, keys: Keys) -> dict[str, bytes]:
     """Every key under the prefix and every RQ job of relay's queues → its whole value."""
-    names = [n.decode() for n in conn.keys(f"{keys.prefix}:*")]
+    names = [text(n) for n in conn.keys(f"{keys.prefix}:*")]
     queues = [keys.urgent_queue, keys.bulk_queue, keys.webhook_queue]
     jobs: set[str] = set()
     for q in queues:
@@ -266,8 +268,8 @@ def test_no_secret_leaks_anywhere_in_the_pipeline(
         proxy.stop()
         receiver.stop()
     found: list[str] = []
-    for name, text in pipe.outputs.items():
-        found += leaks(text, name)
+    for name, output in pipe.outputs.items():
+        found += leaks(output, name)
     for path in proxy.paths:
         found += leaks(path, "request path")
     for name, value in contents.items():
@@ -347,6 +349,7 @@ def _run_pipeline(
 def _json_payload(conn: redis.Redis, job_key: str) -> bool:
     """Whether the job's ``data`` is JSON (RQ stores it zlib-compressed)."""
     data = conn.hget(job_key, "data")
+    assert not isinstance(data, str)  # the connection does not decode replies
     json.loads(zlib.decompress(data) if data else b"null")
     return True
 
@@ -357,7 +360,7 @@ def _wait_until_posted(conn: redis.Redis, keys: Keys, ids: list[str], receiver: 
     while time.monotonic() < deadline:
         states = {conn.hget(keys.msg(i), "state") for i in ids}
         posted = {json.loads(body)["event_id"] for _, body in receiver.posts}
-        events = {e.decode() for e, _ in conn.xrange(keys.events)}
+        events = {e for e, _ in entries(conn, keys.events)}
         if states == {State.DELIVERED.value.encode()} and events <= posted:
             return
         time.sleep(0.1)

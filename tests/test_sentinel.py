@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.sentinel import SentinelConnectionPool
 from structlog.testing import capture_logs
 
 from relay.connection import RedisUnavailable
@@ -66,14 +67,15 @@ def test_a_replaced_primary_is_left_for_the_new_one(cluster: ReplicaSet, relay: 
     before = send_until_acknowledged(relay, 0)
     old = cluster.primary.port
     pool = relay.ctx.conn.connection_pool
-    assert pool.master_address == ("127.0.0.1", old)  # type: ignore[attr-defined]
+    assert isinstance(pool, SentinelConnectionPool)  # a redis+sentinel:// URL's
+    assert pool.master_address == ("127.0.0.1", old)
     # a switch-over by hand: Sentinel picks the replica by offsets it read up to 10 s ago,
     # so with MIN_REPLICAS below the number of replicas only a replica set in sync is safe
     cluster.wait_synced()
-    cluster.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", cluster.master)
+    cluster.sentinels[0].client().sentinel_failover(cluster.master)
     new = cluster.wait_promoted(old)
     after = send_until_acknowledged(relay, 1)
-    assert pool.master_address == ("127.0.0.1", new)  # type: ignore[attr-defined]
+    assert pool.master_address == ("127.0.0.1", new)
     stored = {n.port: n for n in cluster.replicas}[new].client()
     assert stored.exists(relay.ctx.keys.msg(before)) and stored.exists(relay.ctx.keys.msg(after))
     assert relay.status(after).id == after

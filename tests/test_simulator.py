@@ -776,7 +776,7 @@ def test_the_simulator_process_serves_and_stops_on_sigterm() -> None:
             proc.kill()
 
 
-_TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=30)
+_TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=30)
 
 
 @settings(max_examples=300, deadline=None)

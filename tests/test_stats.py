@@ -28,6 +28,7 @@ from relay.results.stats import Stats, collect
 from relay.settings import load_settings
 from relay.states import State
 from tests.fixtures.context import T0
+from tests.fixtures.replies import pop
 
 
 def send(relay: Relay, n: int, dev: int, sim: int, **kw: Any) -> list[str]:
@@ -50,7 +51,7 @@ def claim(
 ) -> list[str]:
     """What a worker's claim does: pop ``n`` ids, record the batch, mark them submitting."""
     keys, conn = ctx.keys, ctx.conn
-    ids = [i.decode() for i in conn.lpop(keys.lane(LaneId(kind, dev, sim)), n) or []]
+    ids = pop(conn, keys.lane(LaneId(kind, dev, sim)), n)
     assert len(ids) == n
     conn.hset(
         keys.batch(bid),
@@ -70,7 +71,7 @@ def claim(
 
 def submit(ctx: Context, dev: int, sim: int, kind: LaneKind, n: int) -> list[str]:
     """What a successful submission does: the ids become submitted and join ``pending:<dev>``."""
-    ids = [i.decode() for i in ctx.conn.lpop(ctx.keys.lane(LaneId(kind, dev, sim)), n) or []]
+    ids = pop(ctx.conn, ctx.keys.lane(LaneId(kind, dev, sim)), n)
     ctx.store.transition(ids, State.SUBMITTING, [State.QUEUED])
     ctx.store.transition(ids, State.SUBMITTED, [State.SUBMITTING], add_index=ctx.keys.pending(dev))
     ctx.conn.sadd(ctx.keys.pending_devices, dev)
@@ -223,6 +224,7 @@ class CountingRedis(redis.Redis):
             CountingRedis.pipelines += 1
             return execute(raise_on_error)
 
+        # counting this pipeline's round trips: replacing its method is the point
         pipe.execute = counted  # type: ignore[method-assign]
         return pipe
 

@@ -297,6 +297,7 @@ def test_errors_carry_the_index() -> None:
 
 def test_an_item_must_be_a_mapping() -> None:
     with pytest.raises(ValidationError) as info:
+        # a list where a mapping belongs: the wrong type is the point
         validate(["+49", "x", 1], SETTINGS, NOW, index=0)  # type: ignore[arg-type]
     assert info.value.field == "item"
 
@@ -315,7 +316,7 @@ def test_the_result_is_frozen_plain_data() -> None:
     )
     assert msg == ValidMessage("+49157", "x", 260, 1, True, 5, None, "k")
     with pytest.raises(dataclasses.FrozenInstanceError):
-        msg.body = "changed"  # type: ignore[misc]
+        msg.body = "changed"  # type: ignore[misc]  # writing a frozen field is the point
 
 
 # --- nothing stored on a refusal (both Redis servers) ----------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -31,6 +31,8 @@ from relay.results.webhook import (
 from relay.run.worker import RelayWorker
 from relay.settings import load_settings
 from relay.states import State
+from tests.fixtures.context import MakeCtx
+from tests.fixtures.replies import entries
 
 SECRET = "webhook-s3cret-value"
 
@@ -140,7 +142,7 @@ def some_events(ctx: Context, n: int) -> list[str]:
     return ids
 
 
-def run_worker_until(ctx: Context, done: Any, timeout: float = 30.0) -> bool:
+def run_worker_until(ctx: Context, done: Callable[[], object], timeout: float = 30.0) -> bool:
     """Burst runs of a relay worker on the webhook queue (with RQ's scheduler for retries)."""
     worker = RelayWorker([ctx.keys.webhook_queue], connection=ctx.conn, serializer=JSONSerializer)
     worker.install_signals = False
@@ -156,7 +158,7 @@ def run_worker_until(ctx: Context, done: Any, timeout: float = 30.0) -> bool:
 # --- delivery ------------------------------------------------------------------------------
 
 
-def test_events_are_posted_signed_and_acknowledged(make_ctx: Any, receiver: Receiver) -> None:
+def test_events_are_posted_signed_and_acknowledged(make_ctx: MakeCtx, receiver: Receiver) -> None:
     ctx = make_ctx(webhook_url=receiver.url, webhook_secret=SECRET)
     ids = some_events(ctx, 12)
 
@@ -165,7 +167,7 @@ def test_events_are_posted_signed_and_acknowledged(make_ctx: Any, receiver: Rece
     assert pump(ctx) == 0, "nothing is enqueued twice"
     assert run_worker_until(ctx, lambda: len(receiver.delivered()) == 12)
 
-    stream = {e.decode(): f for e, f in ctx.conn.xrange(ctx.keys.events)}
+    stream = dict(entries(ctx.conn, ctx.keys.events))
     for call in receiver.calls:
         headers, body = call["headers"], call["body"]
         payload = json.loads(body)
@@ -179,7 +181,7 @@ def test_events_are_posted_signed_and_acknowledged(make_ctx: Any, receiver: Rece
 
 
 def test_a_failing_receiver_is_retried_with_backoff_and_gets_each_event_once(
-    make_ctx: Any, receiver: Receiver
+    make_ctx: MakeCtx, receiver: Receiver
 ) -> None:
     ctx = make_ctx(webhook_url=receiver.url, webhook_secret=SECRET, webhook_retries=3)
     some_events(ctx, 2)
@@ -200,7 +202,7 @@ def test_a_failing_receiver_is_retried_with_backoff_and_gets_each_event_once(
 
 
 def test_events_read_by_a_pump_that_died_are_delivered_later(
-    make_ctx: Any, receiver: Receiver
+    make_ctx: MakeCtx, receiver: Receiver
 ) -> None:
     clock = FakeClock()
     ctx = make_ctx(clock, webhook_url=receiver.url, webhook_secret=SECRET)
@@ -217,7 +219,7 @@ def test_events_read_by_a_pump_that_died_are_delivered_later(
     assert sorted(p["id"] for p in receiver.delivered()) == ids
 
 
-def test_a_job_skips_events_already_acknowledged(make_ctx: Any, receiver: Receiver) -> None:
+def test_a_job_skips_events_already_acknowledged(make_ctx: MakeCtx, receiver: Receiver) -> None:
     ctx = make_ctx(webhook_url=receiver.url)
     some_events(ctx, 3)
     events = read_events(ctx, GROUP, "pump", 10)
@@ -228,7 +230,7 @@ def test_a_job_skips_events_already_acknowledged(make_ctx: Any, receiver: Receiv
     assert "x-relay-signature" not in receiver.calls[0]["headers"], "no secret: unsigned"
 
 
-def test_no_webhook_url_no_pump(make_ctx: Any) -> None:
+def test_no_webhook_url_no_pump(make_ctx: MakeCtx) -> None:
     ctx = make_ctx()
     some_events(ctx, 2)
     assert pump(ctx) == 0
@@ -245,7 +247,7 @@ def test_no_webhook_url_no_pump(make_ctx: Any) -> None:
     ],
 )
 def test_jobs_back_off_from_one_second(
-    make_ctx: Any, receiver: Receiver, retries: int, waits: list[int]
+    make_ctx: MakeCtx, receiver: Receiver, retries: int, waits: list[int]
 ) -> None:
     ctx = make_ctx(webhook_url=receiver.url, webhook_retries=retries)
     some_events(ctx, 1)

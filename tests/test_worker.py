@@ -12,8 +12,10 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
+from rq.serializers import JSONSerializer
 
 from relay.clock import FakeClock
+from relay.connection import maybe_text, text
 from relay.context import Context
 from relay.devices import REFRESH_LEASE, sync_devices
 from relay.dispatch.tickets import Arm, enqueue_tickets
@@ -66,7 +68,7 @@ def test_relay_worker_listens_urgent_first_on_both_servers(ctx: Context) -> None
         ctx.keys.webhook_queue,
     ]
     assert worker.ip_address  # fakeredis's CLIENT INFO does not break it
-    assert worker.serializer.__name__ == "JSONSerializer" or "JSON" in repr(worker.serializer)
+    assert worker.serializer is JSONSerializer
 
 
 def test_run_until_idle_on_an_idle_relay(make_ctx: MakeCtx, simulator: Simulator) -> None:
@@ -96,12 +98,11 @@ def lane_with_work(ctx: Context, kind: LaneKind = "b", dev: int = DEV) -> None:
 
 
 def ticket(ctx: Context, kind: LaneKind = "b", dev: int = DEV) -> str | None:
-    value = ctx.conn.get(ctx.keys.ticket(LaneId(kind, dev, SIM)))
-    return value.decode() if value else None
+    return maybe_text(ctx.conn.get(ctx.keys.ticket(LaneId(kind, dev, SIM))))
 
 
 def queued_jobs(ctx: Context) -> list[str]:
-    return [j.decode() for j in ctx.conn.lrange(f"rq:queue:{ctx.keys.bulk_queue}", 0, -1)]
+    return [text(j) for j in ctx.conn.lrange(f"rq:queue:{ctx.keys.bulk_queue}", 0, -1)]
 
 
 def fake_job(ctx: Context, status: str, worker: str = "", dev: int = DEV) -> str:
@@ -303,7 +304,7 @@ def test_a_killed_worker_loses_nothing(
     os.kill(first.pid, signal.SIGKILL)  # mid-request: its batch in flight, its ticket held
     first.proc.wait()
     held = ctx.conn.get(ctx.keys.ticket(LaneId("b", 304, 0)))
-    assert held is not None and held.startswith(f"{ctx.keys.job_tag}-ticket-b-304-0-".encode())
+    assert held is not None and text(held).startswith(f"{ctx.keys.job_tag}-ticket-b-304-0-")
     assert ctx.conn.zcard(ctx.keys.inflight) == 1
     (second,) = start_workers(1, settings)
     eventually(lambda: states(ctx, ids) == {"submitted": 30}, 60, "all submitted")
@@ -397,5 +398,5 @@ def test_the_worker_serves_metrics(
         except httpx.HTTPError:
             return None
 
-    text = eventually(scrape, 30, "the metrics endpoint")
-    assert "relay_messages" in text
+    page = eventually(scrape, 30, "the metrics endpoint")
+    assert "relay_messages" in page

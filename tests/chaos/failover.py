@@ -29,8 +29,10 @@ from pathlib import Path
 
 import redis
 
+from relay.connection import text
 from relay.core import Relay
 from relay.errors import NotFoundError, RelayError
+from relay.lanes import DeviceSim
 from relay.settings import load_settings
 from relay.simulator import OutcomeRule, SimDevice, Simulator
 from relay.states import FINAL_STATES, State
@@ -134,15 +136,21 @@ class Producer:
     def send(self, i: int) -> None:
         body = f"failover {self.seed} #{i}"
         sendto = f"+4915{self.rng.randrange(10**8, 10**9)}"
-        kwargs: dict[str, object] = {"urgent": self.rng.random() < 0.1}
+        urgent = self.rng.random() < 0.1
+        timetosend = None
         if self.rng.random() < 0.1:
-            kwargs["timetosend"] = time.time() + self.rng.uniform(0.5, 2.0)
+            timetosend = time.time() + self.rng.uniform(0.5, 2.0)
         device = self.rng.choice(DEVICES)
         started = time.monotonic()
         while True:
             try:
                 msg_id = self.relay.send(
-                    sendto=sendto, body=body, device_id=device, key=f"fo{self.seed}-{i}", **kwargs
+                    sendto=sendto,
+                    body=body,
+                    device_id=device,
+                    urgent=urgent,
+                    timetosend=timetosend,
+                    key=f"fo{self.seed}-{i}",
                 )
                 break
             except (redis.RedisError, RelayError) as exc:
@@ -277,16 +285,15 @@ def _check(relay: Relay, sim: Simulator, acked: dict[str, tuple[str, str]], repo
 def _describe(relay: Relay, msg_id: str) -> None:
     """Print where a message that is not final stands, for whoever reads a failure."""
     conn, k = relay.ctx.conn, relay.ctx.keys
-    record = {key.decode(): v.decode() for key, v in conn.hgetall(k.msg(msg_id)).items()}
-    dev, sim = int(record.get("device_id", 0)), int(record.get("sim", 0))
+    record = {text(key): text(v) for key, v in conn.hgetall(k.msg(msg_id)).items()}
+    pair = DeviceSim(int(record.get("device_id", 0)), int(record.get("sim", 0)))
+    lanes = (pair.urgent, pair.bulk)
     where = {
-        "lanes": [
-            kind for kind in ("u", "b") if conn.lpos(k.lane(kind, dev, sim), msg_id) is not None
-        ],
-        "tickets": [conn.get(k.ticket(kind, dev, sim)) for kind in ("u", "b")],
+        "lanes": [lane.kind for lane in lanes if conn.lpos(k.lane(lane), msg_id) is not None],
+        "tickets": [conn.get(k.ticket(lane)) for lane in lanes],
         "inflight": conn.zrange(k.inflight, 0, -1, withscores=True),
         "verify": conn.zrange(k.verify, 0, -1, withscores=True),
-        "pending": conn.zscore(k.pending(dev), msg_id),
+        "pending": conn.zscore(k.pending(pair.device), msg_id),
         "timers": conn.zrange(k.timers, 0, -1, withscores=True),
         "now_ms": int(time.time() * 1000),
     }

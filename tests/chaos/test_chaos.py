@@ -109,12 +109,16 @@ def produce(relay: Relay, rng: random.Random, sent: Sent, count: int, start: int
         roll = rng.random()
         body = f"chaos {SEED} #{i}" if rng.random() > 0.04 else f"chaos twin {i % 7}"
         sendto = f"+4915{rng.randrange(10**8, 10**9)}" if "twin" not in body else "+4915700000007"
-        kwargs: dict[str, object] = {"urgent": roll < 0.1}
-        if 0.1 <= roll < 0.2:
-            kwargs["timetosend"] = time.time() + rng.uniform(0.5, 3.0)
+        timetosend = time.time() + rng.uniform(0.5, 3.0) if 0.1 <= roll < 0.2 else None
         sent.attempts[(sendto, body)] += 1
         try:
-            msg_id = relay.send(sendto=sendto, body=body, device_id=rng.choice(DEVICES), **kwargs)
+            msg_id = relay.send(
+                sendto=sendto,
+                body=body,
+                device_id=rng.choice(DEVICES),
+                urgent=roll < 0.1,
+                timetosend=timetosend,
+            )
         except (redis.RedisError, RelayError):
             sent.unacked += 1  # not acknowledged: may or may not be stored, never counted lost
             continue
