@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from relay.lanes import URGENT, DeviceSim, LaneId, LaneKind
+from relay.lanes import URGENT, DeviceSim, LaneId, LaneKind, PoolLane
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,10 @@ class Keys:
     # --- lanes and scheduling
     def lane(self, lane: LaneId) -> str:
         """List of message ids waiting in ``lane``; head is sent first."""
+        return f"{self.prefix}:lane:{lane.member}"
+
+    def pool_lane(self, lane: PoolLane) -> str:
+        """List of pooled message ids waiting in a pool's lane (``pu:otp``); head first."""
         return f"{self.prefix}:lane:{lane.member}"
 
     def sched(self, lane: LaneId) -> str:
@@ -71,6 +75,19 @@ class Keys:
     def timers(self) -> str:
         """Sorted set: lane member → time (ms) its ticket may run again."""
         return f"{self.prefix}:timers"
+
+    @property
+    def offline(self) -> str:
+        """Set: ids (decimal) of the devices currently offline (written by the device sync,
+        read by ``lua/claim.lua``: an offline device takes no pooled messages, and holds its
+        own while ``RELAY_HOLD_OFFLINE``)."""
+        return f"{self.prefix}:offline"
+
+    def quota(self, pair: DeviceSim, window: str, number: int) -> str:
+        """String: messages ``pair`` took in quota window ``number`` of kind ``window``
+        (``h``: epoch ms // 3600000, ``d``: // 86400000); INCRBY in ``lua/claim.lua``,
+        expires after its window."""
+        return f"{self.prefix}:quota:{pair.member}:{window}{number}"
 
     @property
     def devices(self) -> str:

@@ -106,6 +106,33 @@ class LaneId:
             return None
 
 
+POOL_KINDS: dict[LaneKind, str] = {URGENT: "pu", BULK: "pb"}
+
+
+@dataclass(frozen=True, order=True)
+class PoolLane:
+    """One lane of a pool (``RELAY_POOLS``): ``kind`` (urgent or bulk) of pool ``name``.
+
+    Its member, ``"pu:otp"`` / ``"pb:otp"``, is the tail of its key name; pooled messages
+    wait there until a member's ticket takes them (``lua/claim.lua``)."""
+
+    kind: LaneKind
+    name: str
+
+    @property
+    def member(self) -> str:
+        return f"{POOL_KINDS[self.kind]}:{self.name}"
+
+    @property
+    def urgent(self) -> bool:
+        return self.kind == URGENT
+
+
+def pool_lanes(name: str) -> tuple[PoolLane, PoolLane]:
+    """The urgent and the bulk lane of pool ``name``."""
+    return PoolLane(URGENT, name), PoolLane(BULK, name)
+
+
 def device_sims(conn: redis.Redis, keys: Keys) -> list[DeviceSim]:
     """Every device/SIM that ever held a message (``Keys.lanes``), sorted."""
     members: Iterable[bytes] = conn.smembers(keys.lanes)  # type: ignore[assignment]

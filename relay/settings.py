@@ -98,6 +98,20 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Per-device send interval overrides, JSON: {"260": 2.5, "260:1": 4}.',
     )
+    pools: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Device pools, JSON: {"otp": ["260:0", "261:0"]}; send with pool=NAME.',
+    )
+    device_limits: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description='Per-SIM quotas, JSON: {"260:0": {"per_hour": 100, "per_day": 500, '
+        '"urgent_over": false}}.',
+    )
+    hold_offline: bool = Field(
+        True,
+        description="Hold messages addressed to an offline device in relay (false: submit "
+        "them anyway).",
+    )
     device_refresh: float = Field(
         300.0, gt=0, description="Seconds between getalldevices refreshes."
     )
@@ -252,6 +266,20 @@ class Settings(BaseSettings):
                 f"unknown time zone {value!r}; use an IANA name such as Europe/Paris"
             ) from None
         return value
+
+    @field_validator("pools", mode="before")
+    @classmethod
+    def _pools(cls, value: Any) -> Any:
+        from relay.pools import check_pools
+
+        return check_pools(value) if isinstance(value, dict) else value
+
+    @field_validator("device_limits", mode="before")
+    @classmethod
+    def _limits(cls, value: Any) -> Any:
+        from relay.pools import check_limits
+
+        return check_limits(value) if isinstance(value, dict) else value
 
     @field_validator("key_prefix")
     @classmethod
