@@ -62,17 +62,20 @@ class Relay(Closing):
         self,
         sendto: str,
         body: str,
-        device_id: int,
+        device_id: int | None = None,
         sim: int = 0,
         urgent: bool = False,
         customerid: int | None = None,
         timetosend: TimeToSend = None,
         key: str | None = None,
+        pool: str | None = None,
     ) -> str:
         """Queue one message (scheduled when ``timetosend`` is in the future); return its id.
 
-        With ``key`` seen before (within ``RELAY_IDEMPOTENCY_TTL``), return the first id
-        and store nothing. Raises :class:`relay.errors.ValidationError` naming the field.
+        Give exactly one of ``device_id`` and ``pool`` (a name of ``RELAY_POOLS``: the
+        member that can send soonest takes it). With ``key`` seen before (within
+        ``RELAY_IDEMPOTENCY_TTL``), return the first id and store nothing. Raises
+        :class:`relay.errors.ValidationError` naming the field.
         """
         return self.producer.send(
             sendto,
@@ -83,6 +86,7 @@ class Relay(Closing):
             customerid=customerid,
             timetosend=timetosend,
             key=key,
+            pool=pool,
         )
 
     def send_many(

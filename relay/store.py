@@ -6,7 +6,8 @@ A record is a small hash at ``Keys.msg(id)`` with the gateway's field names:
 ``timetosend`` (ms), ``key``; relay's own: ``state``, ``final`` (1), ``t_<state>`` (ms of
 each step; ``t_queued`` the first queueing), ``t_requeued`` (ms of the last return to a
 lane), ``sms_id``, ``status``, ``statustitle``, ``error``, ``attempts``, ``batch``,
-``checked`` (ms of the last ``getsmsstatus``), ``dropin_id`` (the integer id the
+``checked`` (ms of the last ``getsmsstatus``), ``pool`` (the pool it was sent to; its
+``device_id`` is 0 until a member takes it, then that member's), ``dropin_id`` (the integer id the
 ``/getdata/`` front answered for it, if it came that way).
 
 Nothing is stored that is empty or derivable: ``sim`` 0, ``urgent`` 0, ``final`` 0,
@@ -69,6 +70,8 @@ class Message:
     attempts: int = 0
     times: dict[str, datetime] = field(default_factory=dict)
     dropin_id: int | None = None
+    pool: str | None = None
+    """The pool it was sent to (its ``device_id`` is 0 until a member takes it)."""
 
     @classmethod
     def from_hash(cls, msg_id: str, raw: Mapping[Any, Any]) -> Message:
@@ -102,6 +105,7 @@ class Message:
             attempts=opt_int("attempts") or 0,
             times=times,
             dropin_id=opt_int("dropin_id"),
+            pool=h.get("pool") or None,
         )
 
     @property
@@ -120,6 +124,7 @@ class Message:
             "body": self.body,
             "device_id": self.device_id,
             "sim": self.sim,
+            "pool": self.pool,
             "urgent": self.urgent,
             "customerid": self.customerid,
             "timetosend": self.timetosend.isoformat() if self.timetosend else None,

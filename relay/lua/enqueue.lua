@@ -5,10 +5,11 @@
 -- KEYS[2]      events stream
 -- KEYS[3]      lanes set (device/SIM members "dev:sim" ever used)
 -- KEYS[4]      sched-due zset (lane member "kind:dev:sim" -> earliest due ms)
--- then 4 keys per message i (base b = 4 + 4*(i-1)):
+-- then 4 keys per message i (base b = 4 + 4*(i-1)), then m pool-member ticket keys:
 -- KEYS[b+1]    message hash m:<id>
--- KEYS[b+2]    lane list (queued) or schedule zset (scheduled) of its device/SIM and kind
--- KEYS[b+3]    ticket key of that lane; when the message is scheduled, its message hash
+-- KEYS[b+2]    lane list (queued) or schedule zset (scheduled) of its device/SIM and kind,
+--              or the lane list of its pool and kind (pooled: always queued)
+-- KEYS[b+3]    ticket key of that lane; when the message is scheduled or pooled, its message hash
 --              again (unused: every KEYS entry is a real key of relay's, so Redis ACL key
 --              patterns such as ~<prefix>:* allow the call)
 -- KEYS[b+4]    idempotency key idem:<key>; without a key, the message hash again (unused)
@@ -19,11 +20,16 @@
 -- ARGV[5]      the state of a message due later ("scheduled")
 -- ARGV[6]      body chunk size (bytes): a hash stays a compact listpack only while every
 --              value is at most Redis's hash-max-listpack-value (64 by default)
--- ARGV[6+i]    message i: 12 values joined by "\31" (unit separator, which validation
---              keeps out of every field): id, sendto, body, device_id, sim, urgent (0/1),
---              customerid or "", due ms or "" (queued now), key or "", RQ job id of the
---              lane's ticket or "" (scheduled), its lane's member ("kind:dev:sim"), its
---              device/SIM member ("dev:sim")
+-- ARGV[7]      m: the number of pool-member ticket keys after the messages' keys
+-- ARGV[7+i]    message i: 13 values joined by "\31" (unit separator, which validation
+--              keeps out of every field): id, sendto, body, device_id (0 when pooled), sim,
+--              urgent (0/1), customerid or "", due ms or "" (queued now), key or "", RQ job
+--              id of the lane's ticket or "" (scheduled, pooled), its lane's member
+--              ("kind:dev:sim", or the pool lane's "pu:<pool>" / "pb:<pool>"), its
+--              device/SIM member ("dev:sim", "" when pooled), its pool or ""
+-- KEYS[4+4n+j], ARGV[7+n+j]  pool-member ticket j: its ticket key, and "<RQ job id>\31
+--              <pool lane member>": the ticket of a member of that pool lane's pool, of the
+--              same kind (urgent tickets for the urgent lane)
 --
 -- Changes: first, if the record of any id already exists, nothing at all and returns
 -- {0, {positions of those ids}} so the caller makes new ids. Otherwise, per message: when
@@ -37,12 +43,17 @@
 -- schedule with its due ms (and lower the sched-due score of its lane member to it), SADD
 -- its device/SIM member to lanes, HINCRBY counts, one lean XADD event (id, state,
 -- device_id, [sim], [customerid], [urgent]: prev is none, final 0 and at the id's time).
--- Returns, flat, {1, id per message..., positions whose ticket key this call set...}
+-- A pooled message: RPUSH to its pool lane, HSET pool, no lanes SADD; each pool-member
+-- ticket of a pool lane that got an id this call is SET NX to its job id (so the member
+-- that can send soonest takes it).
+-- Returns, flat, {1, id per message..., positions whose ticket key this call set...,
+-- then -j for each pool-member ticket j this call set}
 -- (the first n values after the 1 are the ids).
 
 local now, maxlen, idem_ttl = ARGV[1], ARGV[2], ARGV[3]
 local queued_state, scheduled_state, chunk = ARGV[4], ARGV[5], tonumber(ARGV[6])
-local n = (#KEYS - 4) / 4
+local m = tonumber(ARGV[7])
+local n = (#KEYS - 4 - m) / 4
 
 local taken = {}
 for i = 1, n do
@@ -52,12 +63,12 @@ if #taken > 0 then return {0, taken} end
 
 local function fields(packed)
   local out, pos = {}, 1
-  for _ = 1, 11 do
+  for _ = 1, 12 do
     local sep = string.find(packed, "\31", pos, true)
     out[#out + 1] = string.sub(packed, pos, sep - 1)
     pos = sep + 1
   end
-  out[12] = string.sub(packed, pos)
+  out[13] = string.sub(packed, pos)
   return out
 end
 
@@ -67,11 +78,12 @@ local function schedule(sched, id, due, member)
   if not cur or tonumber(due) < tonumber(cur) then redis.call("ZADD", KEYS[4], due, member) end
 end
 
-local out, armed = {1}, {}
+local out, armed, pooled = {1}, {}, {}
 for i = 1, n do
-  local b, f = 4 + 4 * (i - 1), fields(ARGV[6 + i])
+  local b, f = 4 + 4 * (i - 1), fields(ARGV[7 + i])
   local id, sendto, body, dev, sim = f[1], f[2], f[3], f[4], f[5]
   local urgent, cid, due, key, job, member, pair = f[6], f[7], f[8], f[9], f[10], f[11], f[12]
+  local pool = f[13]
   local known = nil
   if key ~= "" and not redis.call("SET", KEYS[b + 4], id, "NX", "EX", idem_ttl) then
     known = redis.call("GET", KEYS[b + 4])
@@ -102,21 +114,34 @@ for i = 1, n do
     if cid ~= "" then rec[#rec + 1] = "customerid"; rec[#rec + 1] = cid end
     if due ~= "" then rec[#rec + 1] = "timetosend"; rec[#rec + 1] = due end
     if key ~= "" then rec[#rec + 1] = "key"; rec[#rec + 1] = key end
+    if pool ~= "" then rec[#rec + 1] = "pool"; rec[#rec + 1] = pool end
     redis.call("HSET", KEYS[b + 1], unpack(rec))
-    if due == "" then
+    if pool ~= "" then
+      redis.call("RPUSH", KEYS[b + 2], id)
+      pooled[member] = true
+    elseif due == "" then
       redis.call("RPUSH", KEYS[b + 2], id)
       if redis.call("SET", KEYS[b + 3], job, "NX") then armed[#armed + 1] = i end
     else
       schedule(KEYS[b + 2], id, due, member)
     end
-    redis.call("SADD", KEYS[3], pair)
+    if pair ~= "" then redis.call("SADD", KEYS[3], pair) end
     redis.call("HINCRBY", KEYS[1], state, 1)
     local ev = {"id", id, "state", state, "device_id", dev}
     if sim ~= "0" then ev[#ev + 1] = "sim"; ev[#ev + 1] = sim end
     if cid ~= "" then ev[#ev + 1] = "customerid"; ev[#ev + 1] = cid end
     if urgent == "1" then ev[#ev + 1] = "urgent"; ev[#ev + 1] = "1" end
+    if pool ~= "" then ev[#ev + 1] = "pool"; ev[#ev + 1] = pool end
     redis.call("XADD", KEYS[2], "MAXLEN", "~", maxlen, "*", unpack(ev))
   end
 end
 for _, pos in ipairs(armed) do out[#out + 1] = pos end
+for j = 1, m do
+  local spec = ARGV[7 + n + j]
+  local sep = string.find(spec, "\31", 1, true)
+  if pooled[string.sub(spec, sep + 1)] and
+      redis.call("SET", KEYS[4 + 4 * n + j], string.sub(spec, 1, sep - 1), "NX") then
+    out[#out + 1] = -j
+  end
+end
 return out

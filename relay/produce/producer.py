@@ -19,13 +19,13 @@ from typing import Any
 
 import redis
 
-from relay import durability, scripts
+from relay import durability, pools, scripts
 from relay.connection import text
 from relay.context import Context
 from relay.dispatch.tickets import Arm, enqueue_tickets
 from relay.errors import ConflictError, NotFoundError, RelayError
 from relay.ids import new_id, new_ids
-from relay.lanes import LaneId
+from relay.lanes import LaneId, PoolLane, kind_of
 from relay.log import get_logger
 from relay.produce.validation import TimeToSend, ValidMessage, check, validate
 from relay.states import WAITING_STATES, State
@@ -80,12 +80,13 @@ class Producer:
         self,
         sendto: str,
         body: str,
-        device_id: int,
+        device_id: int | None = None,
         sim: int = 0,
         urgent: bool = False,
         customerid: int | None = None,
         timetosend: TimeToSend = None,
         key: str | None = None,
+        pool: str | None = None,
     ) -> str:
         """Validate and store one message; return its id (the first id when ``key`` was seen).
 
@@ -101,6 +102,7 @@ class Producer:
             customerid,
             timetosend,
             key,
+            pool,
             settings=self.settings,
             now=now,
         )
@@ -154,24 +156,37 @@ class Producer:
         """
         ids = [new_id(now_ms)] if len(msgs) == 1 else new_ids(now_ms, len(msgs))
         lanes = self._lanes(msgs)
+        member_arms = self._member_tickets(lanes)
         for _ in range(ID_ATTEMPTS):
-            answer = self._enqueue(msgs, ids, lanes, now_ms)
+            answer = self._enqueue(msgs, ids, lanes, member_arms, now_ms)
             if answer.stored:
                 if fresh_ids is not None:
                     fresh_ids[:] = ids
                 if answer.positions:  # a second round trip only for tickets this call set
-                    self._arm([lanes[_lane_of(msgs[pos - 1])].arm for pos in answer.positions])
+                    self._arm([_armed(msgs, lanes, member_arms, p) for p in answer.positions])
                 return answer.ids
             _renew(ids, [pos - 1 for pos in answer.positions], now_ms)
         raise RuntimeError(f"could not find free message ids in {ID_ATTEMPTS} attempts")
 
-    def _lanes(self, msgs: Sequence[ValidMessage]) -> dict[tuple[bool, int, int], _Lane]:
+    def _lanes(self, msgs: Sequence[ValidMessage]) -> _Lanes:
         """What enqueue.lua needs of each lane of ``msgs``, worked out once per lane."""
-        lanes: dict[tuple[bool, int, int], _Lane] = {}
+        lanes: _Lanes = {}
         k = self.keys
         for msg in msgs:
             at = _lane_of(msg)
-            if at not in lanes:
+            if at in lanes:
+                continue
+            pool = msg.pool_lane
+            if pool is not None:
+                lanes[at] = _Lane(
+                    None,
+                    k.pool_lane(pool),
+                    "",
+                    "",
+                    SEP + SEP + pool.member + SEP + SEP + pool.name,
+                    "",
+                )
+            else:
                 lane = msg.lane
                 arm = Arm.new(k, lane)
                 lanes[at] = _Lane(
@@ -179,16 +194,28 @@ class Producer:
                     k.lane(lane),
                     k.ticket(lane),
                     k.sched(lane),
-                    SEP + arm.job_id + SEP + lane.member + SEP + lane.pair.member,
-                    SEP + SEP + lane.member + SEP + lane.pair.member,
+                    SEP + arm.job_id + SEP + lane.member + SEP + lane.pair.member + SEP,
+                    SEP + SEP + lane.member + SEP + lane.pair.member + SEP,
                 )
         return lanes
+
+    def _member_tickets(self, lanes: _Lanes) -> list[tuple[str, Arm]]:
+        """(pool lane member, ticket) of every member of the pools of ``lanes``, of the pool
+        lane's kind: enqueue.lua arms those of the pool lanes it pushed to."""
+        arms: list[tuple[str, Arm]] = []
+        for urgent, _, _, name in sorted(at for at in lanes if at[3]):
+            kind = kind_of(urgent)
+            member = PoolLane(kind, name).member
+            for pair in pools.members(self.settings.pools, name):
+                arms.append((member, Arm.new(self.keys, pair.lane(kind))))
+        return arms
 
     def _enqueue(
         self,
         msgs: Sequence[ValidMessage],
         ids: Sequence[str],
-        lanes: Mapping[tuple[bool, int, int], _Lane],
+        lanes: _Lanes,
+        member_arms: Sequence[tuple[str, Arm]],
         now_ms: int,
     ) -> EnqueueAnswer:
         """``lua/enqueue.lua`` for ``msgs`` under ``ids`` (layout in the script's header)."""
@@ -201,18 +228,24 @@ class Producer:
             State.QUEUED.value,
             State.SCHEDULED.value,
             BODY_CHUNK,
+            len(member_arms),
         ]
         for msg, msg_id in zip(msgs, ids, strict=True):
             lane = lanes[_lane_of(msg)]
             record = k.msg(msg_id)
             # never "" in KEYS: an ACL user limited to ~<prefix>:* may not name it
             idem = k.idem(msg.key) if msg.key is not None else record
-            if msg.timetosend is None:
+            if msg.pool is not None:
+                keys += (record, lane.lane_key, record, idem)
+                args.append(_packed(msg, msg_id) + lane.queued_tail)
+            elif msg.timetosend is None:
                 keys += (record, lane.lane_key, lane.ticket_key, idem)
                 args.append(_packed(msg, msg_id) + lane.queued_tail)
             else:
                 keys += (record, lane.sched_key, record, idem)
                 args.append(_packed(msg, msg_id) + lane.scheduled_tail)
+        keys += (k.ticket(arm.lane) for _, arm in member_arms)
+        args += (arm.job_id + SEP + member for member, arm in member_arms)
         answer = durability.run_script(self.ctx, "enqueue", keys, args, what="send")
         return EnqueueAnswer.of(answer, len(msgs))
 
@@ -240,6 +273,8 @@ class Producer:
         msg = self._waiting(msg_id)
         lane = LaneId(msg.kind, msg.device_id, msg.sim)
         lane_key, sched = self.keys.lane(lane), self.keys.sched(lane)
+        if msg.pool is not None and msg.device_id == 0:  # not yet taken by a member
+            lane_key = self.keys.pool_lane(PoolLane(msg.kind, msg.pool))  # sched: none (dev 0)
         if not self._in_lane_or_schedule(msg_id, lane_key, sched):
             raise self._conflict(msg_id, claimed=True)
         with durability.pipeline(self.ctx, what=f"cancel {msg_id}") as pipe:
@@ -308,22 +343,44 @@ def _packed(msg: ValidMessage, msg_id: str) -> str:
     )
 
 
-def _lane_of(msg: ValidMessage) -> tuple[bool, int, int]:
-    """A cheap key of a message's lane (a tuple hashes faster than a :class:`LaneId`)."""
-    return msg.urgent, msg.device_id, msg.sim
+_LaneAt = tuple[bool, int, int, str]
+
+
+def _lane_of(msg: ValidMessage) -> _LaneAt:
+    """A cheap key of a message's lane (a tuple hashes faster than a :class:`LaneId`):
+    urgent, device, SIM, pool ("" for a message to a device)."""
+    return msg.urgent, msg.device_id, msg.sim, msg.pool or ""
+
+
+def _armed(
+    msgs: Sequence[ValidMessage],
+    lanes: Mapping[_LaneAt, _Lane],
+    member_arms: Sequence[tuple[str, Arm]],
+    pos: int,
+) -> Arm:
+    """The ticket enqueue.lua set at answer position ``pos`` (negative: a pool member's)."""
+    if pos < 0:
+        return member_arms[-pos - 1][1]
+    arm = lanes[_lane_of(msgs[pos - 1])].arm
+    assert arm is not None, "enqueue.lua never sets the ticket of a pooled message's lane"
+    return arm
 
 
 @dataclass(frozen=True, slots=True)
 class _Lane:
-    """One lane of a chunk: its ticket's arm, key names, and the tail of a message's packed
-    values (the job id, or none when scheduled; the lane's member; the device/SIM's)."""
+    """One lane of a chunk: its ticket's arm (none for a pool lane: its members' tickets are
+    armed), key names, and the tail of a message's packed values (the job id, or none when
+    scheduled or pooled; the lane's member; the device/SIM's; the pool's)."""
 
-    arm: Arm
+    arm: Arm | None
     lane_key: str
     ticket_key: str
     sched_key: str
     queued_tail: str
     scheduled_tail: str
+
+
+_Lanes = dict[_LaneAt, _Lane]
 
 
 def _renew(ids: list[str], positions: Iterable[int], now_ms: int) -> None:

@@ -33,13 +33,13 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 
 from relay.errors import ValidationError
-from relay.lanes import LaneId, kind_of
+from relay.lanes import LaneId, PoolLane, kind_of
 from relay.settings import Settings
 
 FIELDS = frozenset(
-    {"sendto", "body", "device_id", "sim", "urgent", "customerid", "timetosend", "key"}
+    {"sendto", "body", "device_id", "sim", "urgent", "customerid", "timetosend", "key", "pool"}
 )
-REQUIRED = ("sendto", "body", "device_id")
+REQUIRED = ("sendto", "body")
 SIM_MAX = 5
 KEY_MAX = 200
 DIGITS_MAX = 20
@@ -66,7 +66,8 @@ class ValidMessage:
     """A send request that passed every check, in the form relay stores.
 
     ``timetosend`` is the due time in epoch milliseconds when it lies in the future,
-    else ``None`` (send now).
+    else ``None`` (send now). A pooled message has ``pool`` and ``device_id`` 0: the member
+    that takes it gives it its device/SIM.
     """
 
     sendto: str
@@ -77,11 +78,17 @@ class ValidMessage:
     customerid: int | None = None
     timetosend: int | None = None
     key: str | None = None
+    pool: str | None = None
 
     @property
     def lane(self) -> LaneId:
-        """The lane this message waits on."""
+        """The lane this message waits on (of a device: see :attr:`pool_lane` for a pool)."""
         return LaneId(kind_of(self.urgent), self.device_id, self.sim)
+
+    @property
+    def pool_lane(self) -> PoolLane | None:
+        """The pool lane a pooled message waits on; None for a message to a device."""
+        return None if self.pool is None else PoolLane(kind_of(self.urgent), self.pool)
 
 
 def validate(
@@ -109,12 +116,13 @@ def validate(
     return check(
         data["sendto"],
         data["body"],
-        data["device_id"],
+        data.get("device_id"),
         data.get("sim"),
         data.get("urgent"),
         data.get("customerid"),
         data.get("timetosend"),
         data.get("key"),
+        data.get("pool"),
         settings=settings,
         now=now,
         index=index,
@@ -149,6 +157,7 @@ def check(
     customerid: Any = None,
     timetosend: Any = None,
     key: Any = None,
+    pool: Any = None,
     *,
     settings: Settings,
     now: float,
@@ -156,20 +165,52 @@ def check(
 ) -> ValidMessage:
     """Check the fields of one send request; the arguments mirror ``Relay.send``."""
     try:
+        pool_name = check_target(device_id, pool, settings)
+        if pool_name is not None:
+            _check_pooled(sim, timetosend, now)
         return ValidMessage(
             sendto=clean_sendto(sendto, settings.default_region),
             body=check_body(body, settings.body_max),
-            device_id=check_int("device_id", device_id, low=1),
+            device_id=0 if pool_name is not None else check_int("device_id", device_id, low=1),
             sim=0 if sim is None else check_int("sim", sim, low=0, high=SIM_MAX),
             urgent=False if urgent is None else check_bool("urgent", urgent),
             customerid=_optional_int("customerid", customerid),
             timetosend=due_ms(timetosend, now),
             key=None if key is None else check_key(key),
+            pool=pool_name,
         )
     except ValidationError as exc:
         if index is None or exc.index is not None:
             raise
         raise ValidationError(exc.field, exc.reason, index=index) from None
+
+
+# --- device or pool --------------------------------------------------------------------
+
+
+def check_target(device_id: Any, pool: Any, settings: Settings) -> str | None:
+    """The pool of a pooled message, None for one to a device; exactly one of the two is
+    given (a blank ``pool`` or ``device_id`` cell counts as not given)."""
+    has_device = device_id is not None and device_id != ""
+    has_pool = pool is not None and pool != ""
+    if has_device == has_pool:
+        said = "both were given" if has_device else "neither was given"
+        raise ValidationError("device_id", f"give exactly one of device_id and pool ({said})")
+    if not has_pool:
+        return None
+    if not isinstance(pool, str):
+        raise ValidationError("pool", f"must be a pool name, not {type(pool).__name__}")
+    if pool not in settings.pools:
+        known = ", ".join(sorted(settings.pools)) or "none (set RELAY_POOLS)"
+        raise ValidationError("pool", f"unknown pool {pool!r}; configured pools: {known}")
+    return pool
+
+
+def _check_pooled(sim: Any, timetosend: Any, now: float) -> None:
+    if sim not in (None, "", 0, "0"):
+        raise ValidationError("sim", "is the pool member's; leave it out for a pooled message")
+    if due_ms(timetosend, now) is not None:
+        raise ValidationError("timetosend", "is not supported for a pooled message yet")
 
 
 # --- sendto ----------------------------------------------------------------------------
