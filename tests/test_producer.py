@@ -225,7 +225,8 @@ def count_enqueue(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     def counting(client: Any, name: str, keys: Any, args: Any) -> Any:
         if name == "enqueue":
-            calls.append(len(args) - 6)  # ARGV: 6 values, then one per message
+            # ARGV: 7 values (the 7th: m), one per message, then m pool-member tickets
+            calls.append(len(args) - 7 - int(args[6]))
         return real(client, name, keys, args)
 
     monkeypatch.setattr(scripts_module, "call", counting)

@@ -1,8 +1,12 @@
-"""Claiming a batch: ``lua/claim.lua``, the one atomic step where pacing is decided.
+"""Claiming a batch: ``lua/claim.lua``, the one atomic step where pacing, quotas and the
+online state are decided.
 
-A ticket run claims every urgent id of its device/SIM first, then bulk ids within the GCRA
-allowance, records the batch as in flight (:mod:`relay.dispatch.batch`) and keeps the
-ticket's bookkeeping (see the script's header for the rules). :class:`Claim` is its answer.
+A ticket run claims the urgent ids of its device/SIM first (its own lane, then its pools'
+lanes), then bulk ids (own, then pools') within the GCRA allowance and the quota windows
+(``RELAY_DEVICE_LIMITS``), none while the device is offline (pooled ids never; its own while
+``RELAY_HOLD_OFFLINE``); gives pooled ids this device/SIM; records the batch as in flight
+(:mod:`relay.dispatch.batch`) and keeps the ticket's bookkeeping (see the script's header
+for the rules). :class:`Claim` is its answer.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from relay import scripts
 from relay.connection import text
 from relay.context import Context
 from relay.devices import Pace
-from relay.lanes import LaneId
+from relay.lanes import LaneId, pool_lanes
+from relay.pools import DAY_MS, HOUR_MS, limit_of, pools_of
 
 Verdict = Literal["more", "timer", "released", "stale"]
 """What the claim did with the ticket: kept it (work may go now), put it on a timer (bulk
@@ -37,6 +42,10 @@ class Claim:
     """The batch size limit while bisecting a refusal (0: none)."""
 
 
+OFFLINE_RECHECK_MS = 5000
+"""How long the ticket of an offline device with work waits before it looks again."""
+
+
 _VERDICTS: dict[str, Verdict] = {
     "more": "more",
     "timer": "timer",
@@ -54,7 +63,11 @@ def _verdict(raw: bytes | str) -> Verdict:
 
 def claim(ctx: Context, lane: LaneId, pace: Pace, *, job: str, worker: str) -> Claim:
     """Claim the next batch of ``lane``'s device/SIM for the ticket ``lane`` held by ``job``."""
-    k, bid, pair = ctx.keys, uuid.uuid4().hex[:16], lane.pair
+    k, bid, pair, now = ctx.keys, uuid.uuid4().hex[:16], lane.pair, ctx.now_ms()
+    settings = ctx.settings
+    pools = [pool_lanes(name) for name in pools_of(settings.pools, pair)]
+    limit = limit_of(settings.device_limits, pair)
+    hour, day = now // HOUR_MS, now // DAY_MS
     keys = [
         k.lane(pair.urgent),
         k.lane(pair.bulk),
@@ -63,9 +76,14 @@ def claim(ctx: Context, lane: LaneId, pace: Pace, *, job: str, worker: str) -> C
         k.batch(bid),
         k.ticket(lane),
         k.timers,
+        k.offline,
+        k.quota(pair, "h", hour),
+        k.quota(pair, "d", day),
+        *(k.pool_lane(urgent) for urgent, _ in pools),
+        *(k.pool_lane(bulk) for _, bulk in pools),
     ]
     args: list[scripts.Arg] = [
-        ctx.now_ms(),
+        now,
         ctx.settings.batch_max,
         pace.interval_ms,
         pace.burst,
@@ -76,6 +94,15 @@ def claim(ctx: Context, lane: LaneId, pace: Pace, *, job: str, worker: str) -> C
         job,
         lane.device,
         lane.sim,
+        len(pools),
+        "1" if settings.hold_offline else "0",
+        limit.per_hour,
+        limit.per_day,
+        "1" if limit.urgent_over else "0",
+        (hour + 1) * HOUR_MS,
+        (day + 1) * DAY_MS,
+        OFFLINE_RECHECK_MS,
+        k.msg(""),
     ]
     answer: Any = scripts.call(ctx.conn, "claim", keys, args)
     ids, n_urgent, next_free, verdict, cap = answer

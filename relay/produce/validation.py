@@ -193,6 +193,8 @@ def check_target(device_id: Any, pool: Any, settings: Settings) -> str | None:
     given (a blank ``pool`` or ``device_id`` cell counts as not given)."""
     has_device = device_id is not None and device_id != ""
     has_pool = pool is not None and pool != ""
+    if not has_device and not has_pool and not settings.pools:
+        raise ValidationError("device_id", "is required")
     if has_device == has_pool:
         said = "both were given" if has_device else "neither was given"
         raise ValidationError("device_id", f"give exactly one of device_id and pool ({said})")
