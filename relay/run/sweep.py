@@ -3,7 +3,8 @@
 Every few seconds each worker's duties thread (:mod:`relay.run.duties`) calls :func:`sweep`,
 which
 
-- re-arms every lane (``Keys.lanes``) that holds work but whose ticket is lost: the ticket
+- re-arms every lane (``Keys.lanes`` and the pools' members) that holds work, in its own
+  lane or its pools' lane of its kind, but whose ticket is lost: the ticket
   key is missing; or it says ``timer`` but the lane is not on ``timers``; or it names an
   RQ job that no longer exists or waits in no queue (seen so across
   :data:`MISSING_JOB_GRACE_S`, since a producer sets the key a moment before it enqueues
@@ -32,7 +33,8 @@ from relay.context import Context
 from relay.dispatch.recovery import recover_inflight
 from relay.dispatch.tickets import TIMER, Arm, enqueue_tickets, handoff
 from relay.dispatch.verify import verify_due
-from relay.lanes import KINDS, LaneId, device_sims
+from relay.lanes import KINDS, LaneId, PoolLane, device_sims, pool_lanes
+from relay.pools import members, pools_of
 from relay.log import get_logger
 from relay.processes import Beat, Lease, is_dead, read_beats
 
@@ -97,7 +99,10 @@ def rearm_lost_tickets(
 ) -> list[str]:
     """Re-arm each lane with work whose ticket is lost; returns the lane members re-armed."""
     k = ctx.keys
-    lanes = [pair.lane(kind) for pair in device_sims(ctx.conn, k) for kind in KINDS]
+    pools = ctx.settings.pools
+    pairs = sorted({*device_sims(ctx.conn, k), *(p for n in pools for p in members(pools, n))})
+    lanes = [pair.lane(kind) for pair in pairs for kind in KINDS]
+    waiting = _pool_waiting(ctx)
     with ctx.conn.pipeline(transaction=False) as pipe:
         for lane in lanes:
             pipe.llen(k.lane(lane))
@@ -108,6 +113,7 @@ def rearm_lost_tickets(
         _Busy(lane, maybe_text(raw[3 * i + 1]), raw[3 * i + 2] is not None)
         for i, lane in enumerate(lanes)
         if int(raw[3 * i]) > 0
+        or any(waiting[PoolLane(lane.kind, n)] for n in pools_of(pools, lane.pair))
     ]
     jobs = _job_states(ctx, [b.holder for b in busy if b.holder and b.holder != TIMER])
     return [
@@ -115,6 +121,15 @@ def rearm_lost_tickets(
         for b in busy
         if _is_lost(ctx, b, jobs, beats, missing_grace) and _rearm(ctx, b.lane, b.holder)
     ]
+
+
+def _pool_waiting(ctx: Context) -> dict[PoolLane, int]:
+    """How many ids wait in each pool lane (its members' tickets serve them too)."""
+    lanes = [lane for name in ctx.settings.pools for lane in pool_lanes(name)]
+    with ctx.conn.pipeline(transaction=False) as pipe:
+        for lane in lanes:
+            pipe.llen(ctx.keys.pool_lane(lane))
+        return {lane: int(n) for lane, n in zip(lanes, pipe.execute(), strict=True)}
 
 
 def _job_states(ctx: Context, job_ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
