@@ -71,7 +71,7 @@ def check_limits(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         pair = member_of(key, "limit")
         where = f"limit {pair.member!r}"
         if not isinstance(spec, Mapping):
-            raise ValueError(f"{where} must be an object such as {{\"per_hour\": 100}}")
+            raise ValueError(f'{where} must be an object such as {{"per_hour": 100}}')
         unknown = sorted(set(spec) - LIMIT_FIELDS)
         if unknown:
             raise ValueError(f"{where}: unknown field {unknown[0]!r}")

@@ -42,7 +42,7 @@ def send(ctx: Context, n: int, tag: str, **fields: Any) -> list[str]:
 
 
 def bodies(ctx: Context, ids: list[str]) -> list[str]:
-    return [text(ctx.conn.hget(ctx.keys.msg(i), "body")) for i in ids]
+    return [text(ctx.conn.hget(ctx.keys.msg(i), "body") or b"") for i in ids]
 
 
 # --- claim order and the record rewrite -------------------------------------------------

@@ -34,8 +34,8 @@ from relay.dispatch.recovery import recover_inflight
 from relay.dispatch.tickets import TIMER, Arm, enqueue_tickets, handoff
 from relay.dispatch.verify import verify_due
 from relay.lanes import KINDS, LaneId, PoolLane, device_sims, pool_lanes
-from relay.pools import members, pools_of
 from relay.log import get_logger
+from relay.pools import members, pools_of
 from relay.processes import Beat, Lease, is_dead, read_beats
 
 log = get_logger(__name__)
