@@ -399,3 +399,17 @@ def test_openapi_document_and_docs_need_no_cdn(api: ApiServer) -> None:
     assert doc["components"]["schemas"]["MessageIn"]["examples"]
     assert "http://" not in page.text and "https://" not in page.text
     assert len(assets) >= 2
+
+
+def test_a_message_goes_to_a_pool_or_a_device_never_both(make_api: MakeApi) -> None:
+    api = make_api(pools={"otp": ["260:0", "261:0"]})
+    pooled = {"sendto": MSG["sendto"], "body": "code 4711", "pool": "otp", "urgent": True}
+    with api.client() as c:
+        r = c.post("/v1/messages", json=pooled)
+        assert r.status_code == 202, r.text
+        got = c.get(f"/v1/messages/{r.json()['id']}").json()
+        assert (got["pool"], got["device_id"], got["state"]) == ("otp", 0, "queued")
+        both = error_of(c.post("/v1/messages", json={**pooled, "device_id": 260}), 422)
+        assert both["field"] == "device_id" and "pool" in both["message"]
+        unknown = error_of(c.post("/v1/messages", json={**pooled, "pool": "sales"}), 422)
+        assert unknown["field"] == "pool" and "sales" in unknown["message"]

@@ -705,3 +705,27 @@ def test_error_lines_hide_secret_settings_but_keep_relays_words() -> None:
     words = "RELAY_GATEWAY_PASSWORD: the gateway needs a token"
     assert describe(ConfigError(words)) == f"Error: {words}"
     assert "hunter22" not in describe(redis.ConnectionError("AUTH password=hunter22 failed"))
+
+
+# --- pools ------------------------------------------------------------------------------
+
+
+def test_send_to_a_pool_and_a_file_with_a_pool_column(
+    env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
+    penv = {**env, "RELAY_POOLS": '{"otp": ["260:0", "261:1"]}'}
+    args = ["send", "--to", "+4915752982212", "--body", "code 1", "--pool", "otp", "--urgent"]
+    result = invoke(args, penv)
+    assert result.exit_code == 0, result.stderr
+    pooled = record(redis_url, env["RELAY_KEY_PREFIX"], result.stdout.strip())
+    assert (pooled["pool"], pooled["device_id"], pooled["urgent"]) == ("otp", "0", "1")
+    path = tmp_path / "pool.csv"
+    path.write_text("sendto,body,device_id,pool\n+4915700000001,a,260,\n+4915700000002,b,,otp\n")
+    result = invoke(["send", "--file", str(path), "--json"], penv)
+    assert result.exit_code == 0, result.stderr
+    records = [record(redis_url, env["RELAY_KEY_PREFIX"], i) for i in json.loads(result.stdout)]
+    assert [(r["device_id"], r.get("pool")) for r in records] == [("260", None), ("0", "otp")]
+    both = invoke([*SEND, "--pool", "otp"], penv)
+    assert both.exit_code == 2 and "--device or --pool" in both.stderr
+    unknown = invoke([*SEND[:-2], "--pool", "sales"], penv)
+    one_line_error(unknown, 2, "pool", "unknown pool 'sales'")

@@ -24,7 +24,14 @@ class MessageIn(BaseModel):
 
     sendto: str = Field(description="One recipient; E.164 with RELAY_DEFAULT_REGION set.")
     body: str = Field(description="The text (at most RELAY_BODY_MAX characters).")
-    device_id: int = Field(ge=1, description="Phone (device) that sends it.")
+    device_id: int | None = Field(
+        None, ge=1, description="Phone (device) that sends it; give this or pool."
+    )
+    pool: str | None = Field(
+        None,
+        description="A pool of RELAY_POOLS instead of device_id: the member that can send "
+        "soonest (online, within its pacing and quota) takes it.",
+    )
     sim: int = Field(0, ge=0, le=5, description="SIM slot of the phone.")
     urgent: bool = Field(False, description="Urgent (OTP) messages go ahead of bulk ones.")
     customerid: int | None = Field(None, ge=0, description="Your own id, kept with the message.")
@@ -122,6 +129,9 @@ class Record(BaseModel):
     body: str
     device_id: int
     sim: int
+    pool: str | None = Field(
+        None, description="The pool it was sent to (device_id 0 until a member takes it)."
+    )
     urgent: bool
     customerid: int | None = None
     timetosend: str | None = None

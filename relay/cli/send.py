@@ -33,6 +33,7 @@ PROGRESS_FROM = 2000
 # device, sim and customer id stay text here: the producer's validation reads them, as it
 # reads every door's (click's int would take Unicode digits the library refuses)
 @click.option("--device", "device_id", help="Gateway device id that sends it.")
+@click.option("--pool", help="A pool of RELAY_POOLS instead of --device.")
 @click.option(
     "--sim",
     default="0",
@@ -52,7 +53,7 @@ PROGRESS_FROM = 2000
     "--file",
     "path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="JSONL or CSV file of messages (fields: sendto,body,device_id,sim,urgent,"
+    help="JSONL or CSV file of messages (fields: sendto,body,device_id or pool,sim,urgent,"
     "customerid,timetosend,key).",
 )
 @click.option(
@@ -69,6 +70,7 @@ def send(
     recipients: tuple[str, ...],
     body: str | None,
     device_id: str | None,
+    pool: str | None,
     sim: str,
     urgent: bool,
     customerid: str | None,
@@ -89,8 +91,11 @@ def send(
     else:
         if skip_invalid or fmt:
             raise click.UsageError("--skip-invalid and --format go with --file")
+        target = {"pool": pool} if pool is not None else {"device_id": device_id}
+        if pool is not None and device_id is not None:
+            raise click.UsageError("give either --device or --pool, not both")
         items = _items_from_options(
-            recipients, body, device_id, sim, urgent, customerid, timetosend, key
+            recipients, body, target, sim, urgent, customerid, timetosend, key
         )
         _, errors = _validate_all(settings, list(enumerate(items, start=1)))
         if errors:
@@ -103,19 +108,20 @@ def send(
 def _items_from_options(
     recipients: Sequence[str],
     body: str | None,
-    device_id: str | None,
+    target: Mapping[str, str | None],
     sim: str,
     urgent: bool,
     customerid: str | None,
     timetosend: str | None,
     key: str | None,
 ) -> list[dict[str, Any]]:
+    """One item per recipient; ``target`` is ``{"device_id": ...}`` or ``{"pool": ...}``."""
     if not recipients:
         raise click.UsageError("Missing option '--to' (or give --file)")
     if body is None:
         raise click.UsageError("Missing option '--body'")
-    if device_id is None:
-        raise click.UsageError("Missing option '--device'")
+    if None in target.values():
+        raise click.UsageError("Missing option '--device' (or --pool)")
     listed = next((to for to in recipients if "," in to or ";" in to), None)
     if listed is not None:
         fail(
@@ -123,7 +129,9 @@ def _items_from_options(
         )
     if key is not None and len(recipients) > 1:
         raise click.UsageError("--key identifies one message: give a single --to with it")
-    common: dict[str, Any] = {"body": body, "device_id": device_id, "sim": sim, "urgent": urgent}
+    common: dict[str, Any] = {"body": body, **target, "urgent": urgent}
+    if "pool" not in target or sim != "0":
+        common["sim"] = sim
     optional = {"customerid": customerid, "timetosend": timetosend, "key": key}
     common.update({k: v for k, v in optional.items() if v is not None})
     return [{"sendto": to, **common} for to in recipients]
