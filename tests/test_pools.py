@@ -16,7 +16,9 @@ from relay.errors import ConfigError, ValidationError
 from relay.lanes import DeviceSim, LaneId, PoolLane
 from relay.pools import HOUR_MS
 from relay.produce.producer import Producer
+from relay.results.events import Event
 from relay.settings import load_settings
+from relay.states import State
 from tests.fixtures.context import MakeCtx
 
 PHONE = "+4915752982212"
@@ -70,6 +72,11 @@ def test_pooled_ids_get_the_members_device_and_sim(pctx: Context) -> None:
         assert (msg.device_id, msg.sim, msg.pool) == (C.device, C.sim, "otp")
     batch = pctx.conn.hgetall(pctx.keys.batch(got.bid))
     assert (batch[b"dev"], batch[b"sim"]) == (b"262", b"1")
+    # events: the first says the pool (device 0), the next ones the member that took it
+    pctx.store.transition(ids, State.SUBMITTING)
+    events = [Event.from_entry(i, f) for i, f in pctx.conn.xrange(pctx.keys.events)]
+    mine = [(e.state, e.device_id, e.sim, e.pool) for e in events if e.id == ids[0]]
+    assert mine == [("queued", 0, 0, "otp"), ("submitting", C.device, C.sim, "otp")]
 
 
 def test_pooled_send_arms_every_members_ticket_of_its_kind(pctx: Context) -> None:

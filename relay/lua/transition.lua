@@ -36,7 +36,8 @@ local each = nil
 if ARGV[8] ~= "" then each = cjson.decode(ARGV[8]) end
 local open_only, again, first_from = ARGV[9] == "1", ARGV[10], ARGV[11]
 local stamp = "t_" .. to
-local event_fields = {"device_id", "sim", "customerid", "sms_id", "status", "statustitle", "error", "urgent"}
+local event_fields = {"device_id", "sim", "customerid", "sms_id", "status", "statustitle", "error",
+  "urgent", "pool"}
 local event_defaults = {sim = "0", urgent = "0"}
 
 local history, moved = KEYS[#KEYS], 0

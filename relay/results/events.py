@@ -19,6 +19,8 @@ stream is capped near ``RELAY_EVENTS_MAXLEN`` entries. An entry's fields:
 ``statustitle``  the gateway's words for it
 ``error``        why a message failed or was rejected
 ``urgent``       ``1`` for urgent messages, else ``0``
+``pool``         the pool a pooled message was sent to (``device_id`` 0 until a member
+                 takes it, then that member's)
 ===============  ==========================================================================
 
 Fields without a value are left out. A message's first event (``queued`` or ``scheduled``,
@@ -58,7 +60,7 @@ _CLAIM_ROUNDS = 10
 """XAUTOCLAIM scans the pending list in steps; at most this many steps per read."""
 
 _INT_FIELDS = ("device_id", "sim", "customerid", "sms_id", "status")
-_TEXT_FIELDS = ("statustitle", "error")
+_TEXT_FIELDS = ("statustitle", "error", "pool")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Event:
     statustitle: str | None = None
     error: str | None = None
     urgent: bool = False
+    pool: str | None = None
 
     @classmethod
     def from_entry(cls, entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> Event:
@@ -128,6 +131,7 @@ class Event:
             "statustitle": self.statustitle,
             "error": self.error,
             "urgent": self.urgent,
+            "pool": self.pool,
         }
 
     @classmethod
