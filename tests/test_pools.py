@@ -74,7 +74,8 @@ def test_pooled_ids_get_the_members_device_and_sim(pctx: Context) -> None:
     assert (batch[b"dev"], batch[b"sim"]) == (b"262", b"1")
     # events: the first says the pool (device 0), the next ones the member that took it
     pctx.store.transition(ids, State.SUBMITTING)
-    events = [Event.from_entry(i, f) for i, f in pctx.conn.xrange(pctx.keys.events)]
+    entries: Any = pctx.conn.xrange(pctx.keys.events)
+    events = [Event.from_entry(i, f) for i, f in entries]
     mine = [(e.state, e.device_id, e.sim, e.pool) for e in events if e.id == ids[0]]
     assert mine == [("queued", 0, 0, "otp"), ("submitting", C.device, C.sim, "otp")]
 
