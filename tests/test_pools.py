@@ -17,6 +17,9 @@ from relay.lanes import DeviceSim, LaneId, PoolLane
 from relay.pools import HOUR_MS
 from relay.produce.producer import Producer
 from relay.results.events import Event
+from relay.results.metrics import gauges
+from relay.results.poolstats import HELD
+from relay.results.stats import collect
 from relay.settings import load_settings
 from relay.states import State
 from tests.fixtures.context import MakeCtx
@@ -234,3 +237,34 @@ def test_pool_and_limit_settings_are_checked(overrides: dict[str, Any], words: s
     with pytest.raises(ConfigError) as info:
         load_settings(**overrides)
     assert words in str(info.value)
+
+
+# --- stats ------------------------------------------------------------------------------
+
+
+def test_stats_show_pools_held_and_quotas_used(make_ctx: MakeCtx, clock: FakeClock) -> None:
+    ctx = limited(make_ctx, clock, per_hour=2, per_day=5)
+    send(ctx, 3, "p", pool="otp")
+    send(ctx, 1, "u", pool="otp", urgent=True)
+    assert claim_for(ctx, A.bulk).ids  # A takes the urgent one and one bulk: its hour is spent
+    ctx.conn.sadd(ctx.keys.offline, str(B.device), str(C.device))
+    stats = collect(ctx)
+    (pool,) = stats.pools
+    assert (pool.name, pool.urgent, pool.bulk, pool.online, pool.open) == ("otp", 0, 2, 1, 0)
+    assert pool.held and pool.status == HELD
+    assert stats.offline == [B.device, C.device]
+    (quota,) = stats.quotas
+    assert (quota.member, quota.hour_used, quota.hour_limit) == (A.member, 2, 2)
+    assert (quota.day_used, quota.day_limit, quota.spent) == (2, 5, True)
+    assert stats.queued == 2 and stats.to_dict()["pools"][0]["status"] == HELD
+    samples = {
+        (m.name, tuple(sorted(smp.labels.items()))): smp.value
+        for m in gauges(stats)
+        for smp in m.samples
+    }
+    assert samples[("relay_pool_held", (("pool", "otp"),))] == 1
+    assert samples[("relay_pool_depth", (("lane", "bulk"), ("pool", "otp")))] == 2
+    hour = (("device", "260"), ("sim", "0"), ("window", "hour"))
+    assert samples[("relay_quota_used", hour)] == 2 and samples[("relay_quota_limit", hour)] == 2
+    ctx.conn.srem(ctx.keys.offline, str(C.device))
+    assert not collect(ctx).pools[0].held

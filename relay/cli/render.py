@@ -77,6 +77,31 @@ def _online(value: bool | None) -> str:
     return "[green]yes[/]" if value else "[red]no[/]"
 
 
+def pools_tables(stats: Stats) -> list[Table]:
+    """Pools (waiting, members online and with room, held or not) and quotas (used/limit);
+    none when neither is configured."""
+    tables = []
+    if stats.pools:
+        pools = Table(title="Pools", title_justify="left")
+        for name in ("pool", "urgent", "bulk", "members", "online", "with room", "status"):
+            pools.add_column(name, justify="left" if name in ("pool", "status") else "right")
+        for p in stats.pools:
+            status = f"[red]{p.status}[/]" if p.held else p.status
+            row = (p.name, p.urgent, p.bulk, len(p.members), p.online, p.open)
+            pools.add_row(*map(str, row), status)
+        tables.append(pools)
+    if stats.quotas:
+        quotas = Table(title="Quotas", title_justify="left")
+        for name in ("device/sim", "hour used/limit", "day used/limit", "urgent over"):
+            quotas.add_column(name, justify="left" if name == "device/sim" else "right")
+        for q in stats.quotas:
+            hour = f"{q.hour_used}/{q.hour_limit}" if q.hour_limit else "-"
+            day = f"{q.day_used}/{q.day_limit}" if q.day_limit else "-"
+            quotas.add_row(q.member, hour, day, "yes" if q.urgent_over else "no")
+        tables.append(quotas)
+    return tables
+
+
 def lanes_table(stats: Stats) -> Table:
     """One row per device/SIM."""
     table = Table(title="Lanes", title_justify="left")
@@ -152,7 +177,7 @@ def stats_view(stats: Stats, *, compact: bool = False) -> RenderableType:
     at = datetime.fromtimestamp(stats.at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     footer = f"[dim]{at} · {'idle' if stats.idle else 'working'}[/]"
     states = states_line(stats) if compact else states_table(stats)
-    return Group(lanes_table(stats), states, footer)
+    return Group(lanes_table(stats), *pools_tables(stats), states, footer)
 
 
 def summary_view(summary: DemoSummary) -> RenderableType:
@@ -190,4 +215,4 @@ def demo_view(stats: Stats, elapsed: float) -> RenderableType:
         f"relay · {stats.inflight} in flight · {stats.awaiting} awaiting a status · "
         f"{finished} finished"
     )
-    return Group(head, lanes_table(stats), states_line(stats))
+    return Group(head, lanes_table(stats), *pools_tables(stats), states_line(stats))

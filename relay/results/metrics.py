@@ -14,6 +14,10 @@ Gauges (all relay-wide):
 - ``relay_oldest_queued_seconds{device,sim}`` age of the oldest queued message (0 when none)
 - ``relay_messages{state}`` messages per state (final states count every message that ended there)
 - ``relay_device_online{device}`` 1 when the phone polled the gateway recently
+- ``relay_pool_depth{pool,lane}`` messages waiting in a pool's urgent and bulk lanes
+- ``relay_pool_held{pool}`` 1 when a pool's messages wait and every member is offline or at quota
+- ``relay_quota_used{device,sim,window}``, ``relay_quota_limit{device,sim,window}`` the
+  current hour and day windows of each limited SIM (``RELAY_DEVICE_LIMITS``)
 - ``relay_stats_up`` 1 when the last scrape could read Redis, else 0 (and nothing else is shown)
 """
 
@@ -31,6 +35,7 @@ from prometheus_client.registry import Collector
 
 from relay.errors import RelayError
 from relay.log import get_logger
+from relay.results.poolstats import pool_gauges
 from relay.results.stats import Stats, collect
 
 if TYPE_CHECKING:
@@ -100,6 +105,7 @@ def gauges(stats: Stats) -> Iterator[Metric]:
         if is_online is not None:
             online.add_metric([str(dev_id)], 1 if is_online else 0)
     yield from (depth, inflight, verifying, oldest, awaiting, messages, online)
+    yield from pool_gauges(stats.pools, stats.quotas)
 
 
 @dataclass

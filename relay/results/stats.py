@@ -7,7 +7,8 @@ awaiting a final status (``pending:<dev>``, split by SIM when the device has sev
 the age of the oldest queued message (``t_queued`` of the lanes' heads), when its ticket
 may run again (``timers``) and where its pacing stands (``pace`` ``tat``). Per device:
 online, from the ``devices`` hash the gateway sync writes. Totals: messages per state
-(``counts``).
+(``counts``). Pools, quotas and offline devices: :mod:`relay.results.poolstats`, read
+in the first pipeline.
 
 The reads are three pipelines, whatever the number of lanes: the indexes, then every
 per-lane number, then the records the second step pointed at. They are not one
@@ -27,6 +28,7 @@ from relay.connection import maybe_text, text
 from relay.devices import StoredDevice
 from relay.keys import Keys
 from relay.lanes import DeviceSim
+from relay.results.poolstats import PoolReads, PoolReport, PoolStats, QuotaStats
 from relay.states import FINAL_STATES, State
 from relay.store import waiting_since_ms
 
@@ -73,10 +75,15 @@ class Stats:
     devices_online: dict[int, bool | None] = field(default_factory=dict)
     inflight_batches: int = 0
     verify_batches: int = 0
+    pools: list[PoolStats] = field(default_factory=list)
+    quotas: list[QuotaStats] = field(default_factory=list)
+    offline: list[int] = field(default_factory=list)
 
     @property
     def queued(self) -> int:
-        return sum(lane.queued for lane in self.lanes)
+        """Waiting in the lanes of devices and of pools."""
+        pooled = sum(pool.urgent + pool.bulk for pool in self.pools)
+        return sum(lane.queued for lane in self.lanes) + pooled
 
     @property
     def scheduled(self) -> int:
@@ -127,12 +134,16 @@ class Stats:
                 str(dev): {"online": online, "awaiting": self.awaiting_by_device.get(dev, 0)}
                 for dev, online in sorted(self.devices_online.items())
             },
+            "offline": self.offline,
+            "pools": [pool.to_dict() for pool in self.pools],
+            "quotas": [asdict(quota) for quota in self.quotas],
         }
 
 
 def collect(ctx: Context) -> Stats:
     """Read every number of :class:`Stats` from Redis (three pipelined round trips)."""
-    reader = _Reader(ctx.conn, ctx.keys, ctx.clock.now())
+    pools = PoolReads(ctx.keys, ctx.settings, ctx.now_ms())
+    reader = _Reader(ctx.conn, ctx.keys, ctx.clock.now(), pools)
     return reader.read()
 
 
@@ -147,15 +158,17 @@ class _Index:
     devices: dict[int, StoredDevice | None]
     timers: dict[str, float]
     pending_devices: set[int]
+    pools: PoolReport
 
 
 class _Reader:
     """One ``collect`` call: three pipelines and the arithmetic between them."""
 
-    def __init__(self, conn: redis.Redis, keys: Keys, now: float) -> None:
+    def __init__(self, conn: redis.Redis, keys: Keys, now: float, pools: PoolReads) -> None:
         self.conn = conn
         self.keys = keys
         self.now = now
+        self.pools = pools
 
     def read(self) -> Stats:
         index = self._read_index()
@@ -175,7 +188,9 @@ class _Reader:
         pipe.hgetall(k.devices)
         pipe.zrange(k.timers, 0, -1, withscores=True)
         pipe.smembers(k.pending_devices)
-        lanes, inflight, verify, counts, devices, timers, pending = pipe.execute()
+        self.pools.queue(pipe)
+        out = pipe.execute()
+        lanes, inflight, verify, counts, devices, timers, pending = out[:7]
         parsed = sorted(p for p in map(DeviceSim.parse, lanes) if p is not None)
         return _Index(
             lanes=parsed,
@@ -185,6 +200,7 @@ class _Reader:
             devices={int(text(d)): StoredDevice.parse(int(text(d)), v) for d, v in devices.items()},
             timers={text(m): float(score) for m, score in timers},
             pending_devices={int(text(d)) for d in pending},
+            pools=self.pools.parse(out[7:]),
         )
 
     # --- round trip 2 -------------------------------------------------------------------
@@ -299,6 +315,9 @@ class _Reader:
             devices_online=online,
             inflight_batches=len(index.batches),
             verify_batches=len(index.verify),
+            pools=index.pools.pools,
+            quotas=index.pools.quotas,
+            offline=index.pools.offline,
         )
 
     def _oldest(self, heads: Mapping[str, float], *ids: bytes | str | None) -> float | None:
