@@ -156,3 +156,34 @@ def pool_gauges(pools: list[PoolStats], quotas: list[QuotaStats]) -> Iterator[Me
                 used.add_metric([dev, sim, window], n)
                 limit.add_metric([dev, sim, window], cap)
     yield from (depth, held, used, limit)
+
+
+def _quota(pair: DeviceSim, limit: Limit, used: list[Any]) -> QuotaStats:
+    return QuotaStats(
+        pair.member,
+        int(used[0] or 0),
+        limit.per_hour,
+        int(used[1] or 0),
+        limit.per_day,
+        limit.urgent_over,
+    )
+
+
+def _pool(
+    name: str,
+    pools: Mapping[str, list[str]],
+    urgent: int,
+    bulk: int,
+    offline: set[int],
+    spent: set[str],
+) -> PoolStats:
+    pairs = members(pools, name)
+    online = [p for p in pairs if p.device not in offline]
+    return PoolStats(
+        name,
+        int(urgent),
+        int(bulk),
+        [p.member for p in pairs],
+        len(online),
+        sum(1 for p in online if p.member not in spent),
+    )
