@@ -8,7 +8,7 @@ messages and no member both online and with room is ``held``. Per device/SIM wit
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from relay.keys import Keys
 from relay.lanes import DeviceSim, pool_lanes
-from relay.pools import DAY_MS, HOUR_MS, limit_of
+from relay.pools import DAY_MS, HOUR_MS, Limit, limit_of, members
 
 if TYPE_CHECKING:
     from relay.settings import Settings
