@@ -7,10 +7,12 @@ afterwards), the gateway simulator over HTTP with three phones of
 different speeds, real ``relay worker`` processes and a ``relay reconciler`` process (the
 :class:`relay.run.supervisor.Runner`, logging to a file), and a load: a bulk campaign spread over
 the phones by speed, urgent OTPs arriving while it drains, a few messages scheduled seconds
-ahead, and a few recipients the simulator fails by rule. A live view (``relay stats``)
-follows until every message is final; :class:`DemoSummary` closes it: final states, urgent
-latency from ``send`` to stored at the gateway (the simulator's ledger), messages per
-``addalotofsms`` call, elapsed time.
+ahead, and a few recipients the simulator fails by rule; then a campaign to the pool the
+phones form, during which one phone goes offline (:mod:`relay.demopool`). A live view
+(``relay stats``) follows until every message is final; :class:`DemoSummary` closes it:
+final states, urgent latency from ``send`` to stored at the gateway (the simulator's
+ledger), messages per ``addalotofsms`` call, the pool's messages per phone (in all, and
+while one was off), elapsed time.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from relay.clock import SYSTEM_CLOCK, Clock
 from relay.connection import connect, delete_prefix, safe_url
+from relay.demopool import Outage, PoolSummary, demo_pools, pool_campaign, pool_summary
 from relay.log import get_logger
 from relay.settings import Settings, load_settings
 from relay.simulator import LedgerEntry, OutcomeRule, SimDevice, Simulator
@@ -68,6 +71,10 @@ class DemoConfig:
     report_delay: float = 0.3
     no_report_rate: float = 0.03
     """Share of messages the simulator sends without a delivery report (they end ``sent``)."""
+    pooled: int = 150
+    """Messages to the phones' pool, sent with the campaign."""
+    outage_for: float = 10.0
+    """Most seconds the second phone stays offline (it returns once the pool has drained)."""
 
 
 @dataclass
@@ -87,6 +94,7 @@ class DemoSummary:
     per_device: dict[int, int] = field(default_factory=dict)
     api_url: str = ""
     """Where the demo's ``relay serve`` answered (only while the demo ran)."""
+    pool: PoolSummary | None = None
 
     @property
     def per_call(self) -> float:
@@ -98,6 +106,7 @@ class DemoSummary:
         data = asdict(self)
         data["per_device"] = {str(k): v for k, v in sorted(self.per_device.items())}
         data["messages_per_call"] = round(self.per_call, 2)
+        data["pool"] = self.pool.to_dict() if self.pool else None
         return data
 
 
@@ -183,6 +192,7 @@ def demo_settings(redis_url: str, sim: Simulator, prefix: str) -> Settings:
         match_window=120.0,
         inflight_timeout=15.0,
         device_refresh=60.0,
+        pools=demo_pools(PHONES),
         log_level="WARNING",
         log_json=True,
         metrics_port=None,
@@ -338,12 +348,24 @@ class Demo:
             log.warning("demo_processes_slow", timeout=READY_TIMEOUT)
         started = self.clock.now()
         self.ids = self.relay.send_many(campaign(self.config, started))
+        self.ids += self.relay.send_many(pool_campaign(self.config.pooled))
         feed = UrgentFeed(self.relay, self.config, self.clock)
+        outage = Outage(
+            self.relay.ctx,
+            self.sim,
+            PHONES[1].id,
+            self.config.pooled,
+            self.config.outage_for,
+            self.clock,
+        )
         feed.start()
-        complete = self._follow(feed, on_update, started)
-        feed.join()
-        if feed.error is not None:
-            raise feed.error
+        outage.start()
+        complete = self._follow((feed, outage), on_update, started)
+        outage.stop.set()
+        for thread in (feed, outage):
+            thread.join()
+            if thread.error is not None:
+                raise thread.error
         self.urgent_ids = feed.ids
         self.ids += feed.ids
         summary = summarize(self.relay, self.sim, self.ids, self.urgent_ids)
@@ -351,9 +373,12 @@ class Demo:
         summary.elapsed = self.clock.now() - started
         summary.redis, summary.log_path = self.redis_name, self.logfile.name
         summary.api_url = self.api_url
+        summary.pool = pool_summary(self.sim.ledger(), self.config.pooled, outage)
         return summary
 
-    def _follow(self, feed: UrgentFeed, on_update: OnUpdate | None, started: float) -> bool:
+    def _follow(
+        self, threads: tuple[UrgentFeed, Outage], on_update: OnUpdate | None, started: float
+    ) -> bool:
         """Wait until every message is final (False on timeout), reporting the numbers."""
         from relay.results.stats import collect
 
@@ -363,7 +388,7 @@ class Demo:
             stats = collect(self.relay.ctx)
             if on_update is not None:
                 on_update(stats, self.clock.now() - started)
-            if stats.idle and not feed.is_alive():
+            if stats.idle and not any(t.is_alive() for t in threads):
                 return True
             if self.clock.now() >= deadline:
                 log.warning("demo_timeout", timeout=self.config.timeout)

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import redis
 
-from relay.demo import Demo, DemoConfig, DemoSummary, failing_numbers
+from relay.demo import PHONES, Demo, DemoConfig, DemoSummary, failing_numbers
 from relay.simulator import LedgerEntry
 from relay.states import State
 from relay.store import Message
@@ -24,7 +24,7 @@ from relay.store import Message
 pytestmark = pytest.mark.slow  # two whole demo runs
 
 CONFIG = DemoConfig(
-    bulk=40, urgent=4, scheduled=3, failing=3, workers=2, timeout=90.0, urgent_every=0.3
+    bulk=40, urgent=4, scheduled=3, failing=3, workers=2, timeout=90.0, urgent_every=0.3, pooled=60
 )
 
 
@@ -72,7 +72,8 @@ def finished(request: pytest.FixtureRequest) -> Iterator[Finished]:
 def test_every_message_ends_final(finished: Finished) -> None:
     s = finished.summary
     assert s.complete
-    assert s.total == CONFIG.bulk + CONFIG.urgent + CONFIG.scheduled == len(finished.records)
+    total = CONFIG.bulk + CONFIG.urgent + CONFIG.scheduled + CONFIG.pooled
+    assert s.total == total == len(finished.records)
     for msg in finished.records.values():
         assert msg.final, (msg.id, msg.state)
     assert sum(s.states.values()) == s.total
@@ -145,3 +146,14 @@ def _count(values: Iterable[object]) -> dict[object, int]:
 def test_the_demo_serves_the_http_api_with_its_key(finished: Finished) -> None:
     assert finished.api_url.startswith("http://127.0.0.1:")
     assert finished.api_status == 200
+
+
+def test_the_pool_carries_on_while_a_phone_is_offline(finished: Finished) -> None:
+    pool = finished.summary.pool
+    assert pool is not None and pool.offline_phone == PHONES[1].id
+    pooled = [m for m in finished.records.values() if m.pool == pool.pool]
+    assert len(pooled) == pool.messages == CONFIG.pooled
+    assert pool.per_phone == _count(m.device_id for m in pooled)  # every one stored once
+    # nothing went to the offline phone once what it had claimed was through; the rest did
+    assert pool.during_outage[PHONES[1].id] == 0
+    assert sum(pool.during_outage.values()) > 0

@@ -15,6 +15,7 @@ from relay.states import State
 
 if TYPE_CHECKING:
     from relay.demo import DemoSummary
+    from relay.demopool import PoolSummary
     from relay.results.stats import LaneStats, Stats
 
 STATE_STYLES = {
@@ -200,11 +201,25 @@ def summary_view(summary: DemoSummary) -> RenderableType:
     table.add_row("messages per call", f"{summary.per_call:.1f}")
     per_phone = ", ".join(f"{d}: {n}" for d, n in sorted(summary.per_device.items()))
     table.add_row("stored per phone", per_phone)
+    if summary.pool is not None:
+        _pool_rows(table, summary.pool)
     table.add_row("redis", summary.redis)
     if summary.api_url:
         table.add_row("HTTP API (while it ran)", summary.api_url)
     table.add_row("worker logs", Text(summary.log_path))
     return table
+
+
+def _pool_rows(table: Table, pool: PoolSummary) -> None:
+    def counts(per: Mapping[int, int]) -> str:
+        return ", ".join(f"{d}: {n}" for d, n in sorted(per.items()))
+
+    table.add_row(f"pool {pool.pool!r} ({pool.messages})", counts(pool.per_phone))
+    if pool.offline_phone is not None:
+        table.add_row(
+            f"  while {pool.offline_phone} was offline ({pool.offline_s:.1f} s)",
+            counts(pool.during_outage),
+        )
 
 
 def demo_view(stats: Stats, elapsed: float) -> RenderableType:
