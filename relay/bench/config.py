@@ -17,6 +17,7 @@ MEASURES = (
     "reconcile",
     "replicas",
     "http",
+    "pools",
 )
 """Every measurement, in the order a run makes them."""
 
@@ -73,6 +74,12 @@ class BenchConfig:
     http_connections: int = 32
     http_batch: int = 1000
     http_batch_connections: int = 4
+    # device pools
+    pools_messages: int = 3_000
+    pools_devices: int = 10
+    pools_each: float = 0.05
+    pools_poll: float = 0.5
+    pools_samples: int = 200
 
     @classmethod
     def for_mode(cls, mode: str, **overrides: Any) -> BenchConfig:
@@ -96,6 +103,8 @@ class BenchConfig:
                 replicas_many=15_000,
                 replicas_batches=10_000,
                 http_seconds=3.0,
+                pools_messages=1_000,
+                pools_samples=100,
             )
         elif mode == "tiny":
             base = replace(
@@ -129,6 +138,9 @@ class BenchConfig:
                 http_connections=4,
                 http_batch=50,
                 http_batch_connections=2,
+                pools_messages=60,
+                pools_devices=2,
+                pools_samples=3,
             )
         elif mode != "full":
             raise ValueError(f"unknown mode {mode!r}: full, quick or tiny")
