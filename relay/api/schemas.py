@@ -220,13 +220,22 @@ class StreamEvent(BaseModel):
                     "statustitle": "Delivered",
                     "error": None,
                     "urgent": True,
+                    "event": "message",
+                    "lastseen": None,
+                    "lastseen_ms": None,
                 }
             ]
         }
     )
 
     event_id: str = Field(description="The stream entry id, as the SSE `id:`.")
-    id: str = Field(description="The message id.")
+    event: str = Field(
+        "message",
+        description="`message` (a message changed state), or `device.offline` / "
+        "`device.online` (a device sync found a phone gone or back: `device_id`, `state` "
+        "offline/online, `lastseen`; `id` is empty).",
+    )
+    id: str = Field(description="The message id (empty on device events).")
     state: str
     prev: str | None
     final: bool
@@ -240,6 +249,8 @@ class StreamEvent(BaseModel):
     statustitle: str | None
     error: str | None
     urgent: bool
+    lastseen: str | None = Field(None, description="Device events: when the phone last polled.")
+    lastseen_ms: int | None = None
 
 
 def sse_schema() -> dict[str, Any]:
