@@ -6,6 +6,7 @@ real ``relay worker`` process running the sync on its duties thread."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from rq import Queue
@@ -32,7 +33,8 @@ WINDOW = 30.0
 
 
 def device_events(ctx: Context) -> list[Event]:
-    events = [Event.from_entry(i, f) for i, f in entries(ctx.conn, ctx.keys.events)]
+    raw: list[Any] = entries(ctx.conn, ctx.keys.events)
+    events = [Event.from_entry(i, f) for i, f in raw]
     return [e for e in events if e.event != "message"]
 
 
