@@ -25,6 +25,7 @@ import redis
 import structlog
 from click.testing import CliRunner, Result
 
+from relay.cli.files import FIELDS as FILE_FIELDS
 from relay.cli.main import cli
 from relay.clock import SystemClock
 from relay.connection import text
@@ -227,17 +228,7 @@ def write_jsonl(path: Path, rows: Sequence[object]) -> Path:
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, object]]) -> Path:
-    fields = [
-        "sendto",
-        "body",
-        "device_id",
-        "sim",
-        "urgent",
-        "customerid",
-        "timetosend",
-        "key",
-        "ttl",
-    ]
+    fields = list(FILE_FIELDS)
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
