@@ -228,7 +228,8 @@ class Store:
         ``t_queued`` and sets ``t_requeued``), ``fields`` and the message's ``per_message``
         entry, moves the state counts and adds one event to the stream, atomically.
         ``add_index`` / ``rem_index`` name sorted sets each changed id joins (score now)
-        or leaves. With ``due_only`` only messages whose ttl deadline has passed move.
+        or leaves. With ``due_only`` only messages on ``Keys.deadlines`` whose ttl deadline
+        has passed move, and they leave it (``rem_index``).
         """
         if not ids:
             return []
@@ -297,6 +298,8 @@ class Store:
             DEADLINE_FIELD if due_only else "",
             *ids,
         ]
+        if due_only:
+            rem_index = self.keys.deadlines
         # "no index" is the events key again, never "": ACL key patterns must allow every key
         none = self.keys.events
         keys = [self.keys.counts, none, add_index or none, rem_index or none]

@@ -5,15 +5,20 @@ record (``exp``, ms) and in ``Keys.deadlines`` (id → deadline). Two places enf
 
 - :func:`expire_due`, a duty of every worker (:mod:`relay.run.duties`): the ids whose
   deadline has passed, in one MULTI: ``lua/expire.lua`` takes each one still ``queued`` or
-  ``scheduled`` out of the lane or schedule that holds it (:func:`waiting_place`) and drops
-  it from ``deadlines``, and ``Store.transition`` (only messages still waiting whose
-  deadline has passed) ends them ``expired`` with :data:`ERROR`, one event each. Ids being
+  ``scheduled`` out of the lane or schedule that holds it (:func:`waiting_place`), and
+  ``Store.transition`` (only messages still waiting whose deadline has passed) ends them
+  ``expired`` with :data:`ERROR`, one event each, and drops them from ``deadlines``. Ids being
   submitted (``submitting``, ``unknown``) are looked at again a little later; ids past
   waiting (submitted, final, gone) just leave ``deadlines``: a message that reached the
   gateway never expires this way.
 - the submitter (:meth:`relay.dispatch.submit.Submitter.start`): in the MULTI that moves a
   claimed batch to ``submitting``, a first transition ends ``expired`` every id of it whose
-  deadline has passed, so a message that expired while its lane waited is not sent.
+  deadline has passed, so a message that expired while its lane waited is not sent. With
+  no deadline in Redis at all (no ttl in use) that transition is left out: one ``EXISTS``
+  per batch is all a relay without ttls pays.
+
+A message expires only while it is on ``deadlines``; it leaves when found past waiting
+(submitted, final). A dead letter retried after its deadline was looked at is sent.
 """
 
 from __future__ import annotations

@@ -172,11 +172,13 @@ class Submitter:
         (:mod:`relay.dispatch.expiry`). Ids that were not ``queued`` (expired, a record
         gone, or changed meanwhile) are left out.
         """
+        # no deadline at all (no ttl in use): no claimed id can be due, none is checked
+        due = bool(self.ctx.conn.exists(self.keys.deadlines))
         try:
             with durability.pipeline(self.ctx, what=f"batch {bid}") as pipe:
                 expired = self.ctx.store.queue_transition(
                     pipe,
-                    ids,
+                    ids if due else [],
                     State.EXPIRED,
                     [State.QUEUED],
                     fields={"error": EXPIRED},

@@ -1,6 +1,6 @@
 -- expire.lua: take messages whose ttl has passed out of the lane or schedule that holds
--- them, and out of the deadlines zset. The caller runs transition.lua (-> expired, only
--- messages still waiting whose deadline has passed) in the same MULTI.
+-- them. The caller runs transition.lua (-> expired, only messages still waiting whose
+-- deadline has passed; it takes them off the deadlines zset) next in the same MULTI.
 --
 -- KEYS[1]      deadlines zset (id -> ttl deadline ms)
 -- then 3 keys per id i (base b = 1 + 3*(i-1)):
@@ -13,10 +13,10 @@
 -- ARGV[4]      when (ms) to look again at an id being submitted
 -- ARGV[5..]    message ids
 --
--- Changes: per id whose record has an exp (deadline) not after now: in a waiting state,
--- LREM from the lane (from the tail), ZREM from the schedule and from deadlines; being
--- submitted, its deadlines score becomes ARGV[4]; otherwise (submitted, final, gone) ZREM
--- from deadlines. An id whose exp is later (or missing but the record alive in a waiting
+-- Changes: per id: in a waiting state with an exp (deadline) not after now, LREM from the
+-- lane (from the tail) and ZREM from the schedule (it stays on deadlines for the
+-- transition); being submitted, its deadlines score becomes ARGV[4]; otherwise (submitted,
+-- final, gone) ZREM from deadlines. An id whose exp is later (or missing but the record alive in a waiting
 -- state) keeps its deadlines score. A sched-due score left too early is corrected by the
 -- next promote. Returns the number of ids taken out of a lane or schedule.
 
@@ -37,7 +37,6 @@ for i = 5, #ARGV do
   elseif waiting[state] then
     if exp and exp <= now then
       taken = taken + redis.call("LREM", KEYS[b + 2], -1, id) + redis.call("ZREM", KEYS[b + 3], id)
-      redis.call("ZREM", KEYS[1], id)
     end
   elseif busy[state] then
     redis.call("ZADD", KEYS[1], ARGV[4], id)

@@ -19,8 +19,9 @@
 -- ARGV[9]      1 to leave alone a record whose final flag is 1, else 0
 -- ARGV[10]     time field set instead of t_<new state> on a return to that state ("": none)
 -- ARGV[11]     the one current state a move is a first arrival from (others are returns)
--- ARGV[12]     a deadline field: only messages whose field is set and not after ARGV[3]
---              move ("": no such condition)
+-- ARGV[12]     a deadline field: only messages on the deadlines zset (KEYS[4] then) whose
+--              field is not after ARGV[3] move ("": no such condition); when that zset
+--              does not exist nothing changes at once
 -- ARGV[13..]   message ids
 --
 -- Changes: each message whose state is allowed gets state, final (set to 1, or removed: 0
@@ -38,6 +39,11 @@ local each = nil
 if ARGV[8] ~= "" then each = cjson.decode(ARGV[8]) end
 local open_only, again, first_from = ARGV[9] == "1", ARGV[10], ARGV[11]
 local due_field = ARGV[12]
+if due_field ~= "" and redis.call("EXISTS", KEYS[4]) == 0 then
+  local none = {}
+  for _ = 5, #KEYS - 1 do none[#none + 1] = 0 end
+  return none
+end
 local stamp = "t_" .. to
 local event_fields = {"device_id", "sim", "customerid", "sms_id", "status", "statustitle", "error", "urgent"}
 local event_defaults = {sim = "0", urgent = "0"}
@@ -52,7 +58,7 @@ for i = 5, #KEYS - 1 do
   if ok and open_only then ok = not was_final end
   if ok and due_field ~= "" then
     local due = redis.call("HGET", key, due_field)
-    ok = due ~= false and tonumber(due) <= tonumber(now)
+    ok = due ~= false and tonumber(due) <= tonumber(now) and redis.call("ZSCORE", KEYS[4], id) ~= false
   end
   if ok then
     local field = stamp
