@@ -68,13 +68,16 @@ class Relay(Closing):
         customerid: int | None = None,
         timetosend: TimeToSend = None,
         key: str | None = None,
+        ttl: float | None = None,
         pool: str | None = None,
     ) -> str:
         """Queue one message (scheduled when ``timetosend`` is in the future); return its id.
 
         Give exactly one of ``device_id`` and ``pool`` (a name of ``RELAY_POOLS``: the
         member that can send soonest takes it). With ``key`` seen before (within
-        ``RELAY_IDEMPOTENCY_TTL``), return the first id and store nothing. Raises
+        ``RELAY_IDEMPOTENCY_TTL``), return the first id and store nothing. ``ttl``: seconds
+        from now within which it must be submitted, else it ends ``expired`` (default
+        ``RELAY_DEFAULT_TTL``). Raises
         :class:`relay.errors.ValidationError` naming the field.
         """
         return self.producer.send(
@@ -86,6 +89,7 @@ class Relay(Closing):
             customerid=customerid,
             timetosend=timetosend,
             key=key,
+            ttl=ttl,
             pool=pool,
         )
 

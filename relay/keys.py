@@ -56,6 +56,11 @@ class Keys:
         return f"{self.prefix}:sched-due"
 
     @property
+    def deadlines(self) -> str:
+        """Sorted set: id → ttl deadline (ms) of queued or scheduled messages that have one."""
+        return f"{self.prefix}:deadlines"
+
+    @property
     def lanes(self) -> str:
         """Set: every device/SIM member (``dev:sim``) that ever held a message."""
         return f"{self.prefix}:lanes"
@@ -76,13 +81,6 @@ class Keys:
         """Sorted set: lane member → time (ms) its ticket may run again."""
         return f"{self.prefix}:timers"
 
-    @property
-    def offline(self) -> str:
-        """Set: ids (decimal) of the devices currently offline (written by the device sync,
-        read by ``lua/claim.lua``: an offline device takes no pooled messages, and holds its
-        own while ``RELAY_HOLD_OFFLINE``)."""
-        return f"{self.prefix}:offline"
-
     def quota(self, pair: DeviceSim, window: str, number: int) -> str:
         """String: messages ``pair`` took in quota window ``number`` of kind ``window``
         (``h``: epoch ms // 3600000, ``d``: // 86400000); INCRBY in ``lua/claim.lua``,
@@ -93,6 +91,13 @@ class Keys:
     def devices(self) -> str:
         """Hash: device id → JSON of the device as last seen in getalldevices."""
         return f"{self.prefix}:devices"
+
+    @property
+    def offline(self) -> str:
+        """Set: ids (decimal) of the devices the last sync found offline (``relay.presence``);
+        read by ``lua/claim.lua``: an offline device takes no pooled messages, and holds its
+        own while ``RELAY_HOLD_OFFLINE``."""
+        return f"{self.prefix}:offline"
 
     @property
     def devices_synced(self) -> str:

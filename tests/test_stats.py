@@ -185,7 +185,7 @@ def test_to_dict_is_json_and_complete(known: Truth) -> None:
     }
     assert data["idle"] is False and data["states"]["submitted"] == 3
     assert len(data["lanes"]) == 3 and data["lanes"][0]["urgent"] == 3
-    assert data["devices"]["261"] == {"online": False, "awaiting": 0}
+    assert data["devices"]["261"] == {"online": False, "lastseen": None, "awaiting": 0}
 
 
 def test_empty_relay_is_idle(relay: Relay) -> None:

@@ -1,11 +1,12 @@
 """Message files for ``relay send --file``: JSON Lines or CSV, one message per line or row.
 
 Fields are the message's own names (``sendto, body, device_id`` or ``pool``, ``sim,
-urgent, customerid, timetosend, key``; in a CSV with both columns, each row fills one).
-Each message keeps its line number (the CSV header is line 1; a CSV row whose quoted cell
-spans lines counts as its last line), so every error can point at it. A line that cannot
-be read as a message at all (broken JSON, a CSV row with too many cells) comes back as a
-:class:`~relay.errors.ValidationError` in place of the message.
+urgent, customerid, timetosend, key, ttl``; in a CSV with both ``device_id`` and ``pool``
+columns, each row fills one). Each message keeps its line number (the CSV header is line
+1; a CSV row whose quoted cell spans lines counts as its last line), so every error can
+point at it. A line that cannot be read as a message at all (broken JSON, a CSV row with
+too many cells) comes back as a :class:`~relay.errors.ValidationError` in place of the
+message.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ FIELDS = (
     "customerid",
     "timetosend",
     "key",
+    "ttl",
 )
 _INT_FIELDS = frozenset({"device_id", "sim", "customerid"})
 # ASCII digits, at most 19 (int() of thousands of digits raises); longer text goes to

@@ -118,10 +118,12 @@ def lanes_table(stats: Stats) -> Table:
         "oldest queued",
         "next send",
         "online",
+        "last seen",
     ):
         table.add_column(name, justify="left" if name in ("next send", "online") else "right")
     for lane in stats.lanes:
-        table.add_row(*_lane_row(lane, stats.at))
+        seen = stats.devices_lastseen.get(lane.device_id)
+        table.add_row(*_lane_row(lane, stats.at), _seen(seen, stats.at))
     if stats.lanes:
         table.add_section()
         table.add_row(
@@ -136,8 +138,14 @@ def lanes_table(stats: Stats) -> Table:
             "",
             "",
             "",
+            "",
         )
     return table
+
+
+def _seen(at: float | None, now: float) -> str:
+    """How long ago a device was last seen (``-``: never synced)."""
+    return "-" if at is None else f"{_age(max(0.0, now - at))} ago"
 
 
 def _lane_row(lane: LaneStats, now: float) -> list[str]:

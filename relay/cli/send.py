@@ -50,11 +50,16 @@ PROGRESS_FROM = 2000
 )
 @click.option("--key", help="Idempotency key: sending again with it returns the first id.")
 @click.option(
+    "--ttl",
+    metavar="SECONDS",
+    help="Not submitted to the gateway within this many seconds: it ends expired, unsent.",
+)
+@click.option(
     "--file",
     "path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="JSONL or CSV file of messages (fields: sendto,body,device_id or pool,sim,urgent,"
-    "customerid,timetosend,key).",
+    "customerid,timetosend,key,ttl).",
 )
 @click.option(
     "--format",
@@ -76,6 +81,7 @@ def send(
     customerid: str | None,
     timetosend: str | None,
     key: str | None,
+    ttl: str | None,
     path: Path | None,
     fmt: str | None,
     skip_invalid: bool,
@@ -95,7 +101,7 @@ def send(
         if pool is not None and device_id is not None:
             raise click.UsageError("give either --device or --pool, not both")
         items = _items_from_options(
-            recipients, body, target, sim, urgent, customerid, timetosend, key
+            recipients, body, target, sim, urgent, customerid, timetosend, key, ttl
         )
         _, errors = _validate_all(settings, list(enumerate(items, start=1)))
         if errors:
@@ -114,6 +120,7 @@ def _items_from_options(
     customerid: str | None,
     timetosend: str | None,
     key: str | None,
+    ttl: str | None = None,
 ) -> list[dict[str, Any]]:
     """One item per recipient; ``target`` is ``{"device_id": ...}`` or ``{"pool": ...}``."""
     if not recipients:
@@ -132,7 +139,7 @@ def _items_from_options(
     common: dict[str, Any] = {"body": body, **target, "urgent": urgent}
     if "pool" not in target or sim != "0":
         common["sim"] = sim
-    optional = {"customerid": customerid, "timetosend": timetosend, "key": key}
+    optional = {"customerid": customerid, "timetosend": timetosend, "key": key, "ttl": ttl}
     common.update({k: v for k, v in optional.items() if v is not None})
     return [{"sendto": to, **common} for to in recipients]
 

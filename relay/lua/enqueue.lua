@@ -5,7 +5,8 @@
 -- KEYS[2]      events stream
 -- KEYS[3]      lanes set (device/SIM members "dev:sim" ever used)
 -- KEYS[4]      sched-due zset (lane member "kind:dev:sim" -> earliest due ms)
--- then 4 keys per message i (base b = 4 + 4*(i-1)), then m pool-member ticket keys:
+-- KEYS[5]      deadlines zset (id -> ttl deadline ms)
+-- then 4 keys per message i (base b = 5 + 4*(i-1)), then m pool-member ticket keys:
 -- KEYS[b+1]    message hash m:<id>
 -- KEYS[b+2]    lane list (queued) or schedule zset (scheduled) of its device/SIM and kind,
 --              or the lane list of its pool and kind (pooled: always queued)
@@ -21,13 +22,13 @@
 -- ARGV[6]      body chunk size (bytes): a hash stays a compact listpack only while every
 --              value is at most Redis's hash-max-listpack-value (64 by default)
 -- ARGV[7]      m: the number of pool-member ticket keys after the messages' keys
--- ARGV[7+i]    message i: 13 values joined by "\31" (unit separator, which validation
+-- ARGV[7+i]    message i: 14 values joined by "\31" (unit separator, which validation
 --              keeps out of every field): id, sendto, body, device_id (0 when pooled), sim,
---              urgent (0/1), customerid or "", due ms or "" (queued now), key or "", RQ job
---              id of the lane's ticket or "" (scheduled, pooled), its lane's member
---              ("kind:dev:sim", or the pool lane's "pu:<pool>" / "pb:<pool>"), its
---              device/SIM member ("dev:sim", "" when pooled), its pool or ""
--- KEYS[4+4n+j], ARGV[7+n+j]  pool-member ticket j: its ticket key, and "<RQ job id>\31
+--              urgent (0/1), customerid or "", due ms or "" (queued now), key or "", ttl
+--              deadline ms or "" (none), RQ job id of the lane's ticket or "" (scheduled,
+--              pooled), its lane's member ("kind:dev:sim", or the pool lane's "pu:<pool>" /
+--              "pb:<pool>"), its device/SIM member ("dev:sim", "" when pooled), its pool or ""
+-- KEYS[5+4n+j], ARGV[7+n+j]  pool-member ticket j: its ticket key, and "<RQ job id>\31
 --              <pool lane member>": the ticket of a member of that pool lane's pool, of the
 --              same kind (urgent tickets for the urgent lane)
 --
@@ -37,7 +38,8 @@
 -- chunk) nothing, and its result is the id stored under the key; else SET the key NX EX,
 -- HSET the record: sendto, the body in chunks of at most ARGV[6] bytes, each ending on a
 -- whole UTF-8 character (body, body1, body2, ...), device_id, state, and only when they say something: sim (not 0), urgent (1),
--- customerid, timetosend, key. Nothing derivable is stored: final 0, attempts 0 and the
+-- customerid, timetosend, key, exp (the ttl deadline; the id then joins the deadlines
+-- zset). Nothing derivable is stored: final 0, attempts 0 and the
 -- creation time (the id says it) are the defaults a reader assumes;
 -- RPUSH the id to its lane (then SET the ticket NX to the job id) or ZADD it to the
 -- schedule with its due ms (and lower the sched-due score of its lane member to it), SADD
@@ -53,22 +55,22 @@
 local now, maxlen, idem_ttl = ARGV[1], ARGV[2], ARGV[3]
 local queued_state, scheduled_state, chunk = ARGV[4], ARGV[5], tonumber(ARGV[6])
 local m = tonumber(ARGV[7])
-local n = (#KEYS - 4 - m) / 4
+local n = (#KEYS - 5 - m) / 4
 
 local taken = {}
 for i = 1, n do
-  if redis.call("EXISTS", KEYS[4 + 4 * (i - 1) + 1]) == 1 then taken[#taken + 1] = i end
+  if redis.call("EXISTS", KEYS[5 + 4 * (i - 1) + 1]) == 1 then taken[#taken + 1] = i end
 end
 if #taken > 0 then return {0, taken} end
 
 local function fields(packed)
   local out, pos = {}, 1
-  for _ = 1, 12 do
+  for _ = 1, 13 do
     local sep = string.find(packed, "\31", pos, true)
     out[#out + 1] = string.sub(packed, pos, sep - 1)
     pos = sep + 1
   end
-  out[13] = string.sub(packed, pos)
+  out[14] = string.sub(packed, pos)
   return out
 end
 
@@ -80,10 +82,10 @@ end
 
 local out, armed, pooled = {1}, {}, {}
 for i = 1, n do
-  local b, f = 4 + 4 * (i - 1), fields(ARGV[7 + i])
+  local b, f = 5 + 4 * (i - 1), fields(ARGV[7 + i])
   local id, sendto, body, dev, sim = f[1], f[2], f[3], f[4], f[5]
-  local urgent, cid, due, key, job, member, pair = f[6], f[7], f[8], f[9], f[10], f[11], f[12]
-  local pool = f[13]
+  local urgent, cid, due, key, deadline = f[6], f[7], f[8], f[9], f[10]
+  local job, member, pair, pool = f[11], f[12], f[13], f[14]
   local known = nil
   if key ~= "" and not redis.call("SET", KEYS[b + 4], id, "NX", "EX", idem_ttl) then
     known = redis.call("GET", KEYS[b + 4])
@@ -114,6 +116,10 @@ for i = 1, n do
     if cid ~= "" then rec[#rec + 1] = "customerid"; rec[#rec + 1] = cid end
     if due ~= "" then rec[#rec + 1] = "timetosend"; rec[#rec + 1] = due end
     if key ~= "" then rec[#rec + 1] = "key"; rec[#rec + 1] = key end
+    if deadline ~= "" then
+      rec[#rec + 1] = "exp"; rec[#rec + 1] = deadline
+      redis.call("ZADD", KEYS[5], deadline, id)
+    end
     if pool ~= "" then rec[#rec + 1] = "pool"; rec[#rec + 1] = pool end
     redis.call("HSET", KEYS[b + 1], unpack(rec))
     if pool ~= "" then
@@ -140,7 +146,7 @@ for j = 1, m do
   local spec = ARGV[7 + n + j]
   local sep = string.find(spec, "\31", 1, true)
   if pooled[string.sub(spec, sep + 1)] and
-      redis.call("SET", KEYS[4 + 4 * n + j], string.sub(spec, 1, sep - 1), "NX") then
+      redis.call("SET", KEYS[5 + 4 * n + j], string.sub(spec, 1, sep - 1), "NX") then
     out[#out + 1] = -j
   end
 end

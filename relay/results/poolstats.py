@@ -98,7 +98,6 @@ class PoolReads:
 
     def queue(self, pipe: redis.client.Pipeline) -> None:
         k = self.keys
-        pipe.smembers(k.offline)
         for name in self.names:
             for lane in pool_lanes(name):
                 pipe.llen(k.pool_lane(lane))
@@ -106,20 +105,20 @@ class PoolReads:
             pipe.get(k.quota(pair, "h", self.hour))
             pipe.get(k.quota(pair, "d", self.day))
 
-    def parse(self, out: list[Any]) -> PoolReport:
-        """The report from the answers of :meth:`queue` (in order, first one first)."""
-        offline = sorted(int(d) for d in out[0])
-        base = 1 + 2 * len(self.names)
+    def parse(self, out: list[Any], offline: set[int]) -> PoolReport:
+        """The report from the answers of :meth:`queue` (in order, first one first), with
+        the devices offline now (``Keys.offline``, which the caller reads)."""
+        base = 2 * len(self.names)
         quotas = [
             _quota(pair, limit_of(self.settings.device_limits, pair), out[base + 2 * i :])
             for i, pair in enumerate(self.limited)
         ]
         spent = {q.member for q in quotas if q.spent}
         pools = [
-            _pool(name, self.settings.pools, out[1 + 2 * i], out[2 + 2 * i], set(offline), spent)
+            _pool(name, self.settings.pools, out[2 * i], out[2 * i + 1], offline, spent)
             for i, name in enumerate(self.names)
         ]
-        return PoolReport(pools, quotas, offline)
+        return PoolReport(pools, quotas, sorted(offline))
 
 
 def pool_gauges(pools: list[PoolStats], quotas: list[QuotaStats]) -> Iterator[Metric]:
