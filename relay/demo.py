@@ -71,7 +71,7 @@ class DemoConfig:
     report_delay: float = 0.3
     no_report_rate: float = 0.03
     """Share of messages the simulator sends without a delivery report (they end ``sent``)."""
-    pooled: int = 150
+    pooled: int = 300
     """Messages to the phones' pool, sent with the campaign."""
     outage_for: float = 10.0
     """Most seconds the second phone stays offline (it returns once the pool has drained)."""
@@ -191,7 +191,8 @@ def demo_settings(redis_url: str, sim: Simulator, prefix: str) -> Settings:
         delivery_report_wait=2.0,
         match_window=120.0,
         inflight_timeout=15.0,
-        device_refresh=60.0,
+        device_refresh=1.0,
+        device_offline_after=2.0,
         pools=demo_pools(PHONES),
         log_level="WARNING",
         log_json=True,

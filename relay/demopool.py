@@ -2,9 +2,9 @@
 midway, and the rest of the pooled campaign goes out on the others.
 
 :func:`pool_campaign` is the pooled load; :class:`Outage` switches the phone offline once a
-third of it is stored at the gateway (the simulator stops its polling, and relay marks it
-offline in ``Keys.offline``, as the device sync does once its ``lastseen`` is old; the
-outage counts once the batches it had claimed are through), and back
+tenth of it is stored at the gateway (the simulator stops its polling; relay's device sync
+finds it offline once its ``lastseen`` is old, :mod:`relay.presence`; the outage counts
+from then, once the batches it had claimed are through), and back
 online when the pool has drained or ``outage_for`` seconds passed (so what was addressed
 straight to it, held meanwhile, goes out too). :func:`pool_summary` counts, per phone, the
 pooled messages it carried, and those stored at the gateway while the phone was off.
@@ -65,7 +65,7 @@ class Outage(threading.Thread):
 
     def run(self) -> None:
         try:
-            self._wait(lambda: len(_pooled(self.sim.ledger())) >= self.pooled // 3)
+            self._wait(lambda: len(_pooled(self.sim.ledger())) >= self.pooled // 10)
             self._switch(online=False)
             until = self.clock.now() + self.outage_for
             self._wait(lambda: self._drained() or self.clock.now() >= until)
@@ -76,6 +76,9 @@ class Outage(threading.Thread):
     def _wait(self, done: Any) -> None:
         while not done() and not self.stop.is_set():
             self.clock.sleep(WATCH_EVERY_S)
+
+    def _detected(self) -> bool:
+        return bool(self.ctx.conn.sismember(self.ctx.keys.offline, str(self.phone)))
 
     def _settled(self) -> bool:
         """No batch of the phone is in flight."""
@@ -92,14 +95,13 @@ class Outage(threading.Thread):
 
     def _switch(self, *, online: bool) -> None:
         self.sim.set_online(self.phone, online)
-        member = str(self.phone)
         if online:
-            self.ctx.conn.srem(self.ctx.keys.offline, member)
             self.on_at = self.clock.now()
         else:
-            self.ctx.conn.sadd(self.ctx.keys.offline, member)
-            # from here the phone takes nothing new; what it claimed just before is let
-            # through, and the outage counts from when that is done
+            # relay's device sync notices the silence; from then on the phone takes nothing
+            # new, what it claimed just before is let through, and the outage counts from
+            # when that is done
+            self._wait(self._detected)
             self._wait(self._settled)
             self.off_at = self.clock.now()
         log.info("demo.phone_switched", phone=self.phone, online=online)

@@ -24,7 +24,7 @@ from relay.store import Message
 pytestmark = pytest.mark.slow  # two whole demo runs
 
 CONFIG = DemoConfig(
-    bulk=40, urgent=4, scheduled=3, failing=3, workers=2, timeout=90.0, urgent_every=0.3, pooled=60
+    bulk=40, urgent=4, scheduled=3, failing=3, workers=2, timeout=90.0, urgent_every=0.3, pooled=300
 )
 
 

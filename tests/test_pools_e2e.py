@@ -39,29 +39,31 @@ def taken_by(ctx: Context, ids: list[str], dev: int) -> set[str]:
     return {m.id for m in ctx.store.get_many(ids) if m is not None and m.device_id == dev}
 
 
-def set_offline(ctx: Context, sim: Simulator, dev: int) -> None:
-    """The phone stops polling (simulator) and relay counts it offline (``Keys.offline``, as
-    the device sync writes it once ``lastseen`` is older than the detection window)."""
-    switch_online(sim, dev, False)
-    ctx.conn.sadd(ctx.keys.offline, str(dev))
+def offline(ctx: Context) -> set[int]:
+    return {int(d) for d in ctx.conn.smembers(ctx.keys.offline)}
 
 
 def test_pool_of_three_carries_on_when_a_phone_goes_offline(
     make_ctx: MakeCtx, make_simulator: MakeSimulator, start_workers: StartWorkers
 ) -> None:
     sim = make_simulator(phones())
-    ctx = make_ctx(sim, pools=POOLS, batch_max=20)
+    # detection: a sync every 0.3 s, offline after 1 s without a poll (the phones poll every
+    # 0.2 s, so three polls are less)
+    ctx = make_ctx(sim, pools=POOLS, batch_max=20, device_refresh=0.3, device_offline_after=1.0)
     sync_devices(ctx)
-    n = 400
+    n = 600
     ids = send_pooled(ctx, n, "c")
     start_workers(2, ctx.settings)
     eventually(lambda: on_phone(sim)[403] >= 20, 60, "the campaign under way on 403")
-    set_offline(ctx, sim, 403)
+    switch_online(sim, 403, False)  # the phone stops polling: its lastseen freezes
+    eventually(lambda: offline(ctx) == {403}, 30, "relay's device sync finding 403 offline")
     # from here claim.lua gives 403 no pooled id: what it holds now is all it ever gets
     kept = taken_by(ctx, ids, 403)
+    assert len(kept) < n, "the campaign ended before the detection: make it longer"
     urgent = send_pooled(ctx, 5, "otp", urgent=True)
     eventually(lambda: len(sim.ledger()) == n + 5, 90, "every message stored")
     assert taken_by(ctx, ids + urgent, 403) == kept
+    assert offline(ctx) == {403}
     assert on_phone(sim)[403] == len(kept) < n
     assert on_phone(sim)[401] + on_phone(sim)[402] == n + 5 - len(kept)
     sendtos = Counter((e.body[:3] == "otp", e.sendto) for e in sim.ledger())
