@@ -12,6 +12,7 @@ from relay.connection import text
 from relay.context import Context
 from relay.devices import Pace
 from relay.dispatch.claim import OFFLINE_RECHECK_MS, Claim, claim
+from relay.dispatch.expiry import ERROR, expire_due
 from relay.errors import ConfigError, ValidationError
 from relay.lanes import DeviceSim, LaneId, PoolLane
 from relay.pools import HOUR_MS
@@ -268,3 +269,19 @@ def test_stats_show_pools_held_and_quotas_used(make_ctx: MakeCtx, clock: FakeClo
     assert samples[("relay_quota_used", hour)] == 2 and samples[("relay_quota_limit", hour)] == 2
     ctx.conn.srem(ctx.keys.offline, str(C.device))
     assert not collect(ctx).pools[0].held
+
+
+def test_a_pooled_message_past_its_ttl_leaves_the_pool_lane_expired(
+    pctx: Context, clock: FakeClock
+) -> None:
+    (short,) = send(pctx, 1, "otp", pool="otp", urgent=True, ttl=30)
+    (kept,) = send(pctx, 1, "otp", pool="otp", urgent=True, ttl=600)
+    for member in (A, B, C):  # every member offline: the pool holds them
+        pctx.conn.sadd(pctx.keys.offline, str(member.device))
+    assert claim_for(pctx, A.urgent).ids == []
+    clock.advance(31)
+    assert expire_due(pctx) == [short]
+    lane = pctx.conn.lrange(pctx.keys.pool_lane(PoolLane("u", "otp")), 0, -1)
+    assert lane == [kept.encode()]
+    msg = pctx.store.get(short)
+    assert msg is not None and (msg.state, msg.error) == (State.EXPIRED, ERROR)

@@ -30,7 +30,7 @@ from typing import Any
 from relay import durability, scripts
 from relay.context import Context
 from relay.keys import Keys
-from relay.lanes import LaneId, kind_of
+from relay.lanes import LaneId, PoolLane, kind_of
 from relay.log import get_logger
 from relay.states import WAITING_STATES, State
 from relay.store import read_fields
@@ -43,7 +43,7 @@ PER_CALL = 500
 """Most due ids one :func:`expire_due` call handles."""
 RECHECK_MS = 5_000
 """An id being submitted when its deadline passed is looked at again this much later."""
-PLACE_FIELDS = ("device_id", "sim", "urgent")
+PLACE_FIELDS = ("device_id", "sim", "urgent", "pool")
 """What :func:`waiting_place` needs of a record."""
 
 
@@ -57,9 +57,12 @@ class Place:
 
 def waiting_place(keys: Keys, record: Sequence[str | None]) -> Place:
     """The lane and the schedule that hold a queued or scheduled message, from its
-    :data:`PLACE_FIELDS`: those of its device/SIM and urgency."""
-    device, sim, urgent = record
+    :data:`PLACE_FIELDS`: those of its device/SIM and urgency, or its pool's lane while no
+    member has taken it (device 0; a pooled message is never scheduled)."""
+    device, sim, urgent, pool = record
     lane = LaneId(kind_of(urgent == "1"), int(device or 0), int(sim or 0))
+    if pool and lane.device == 0:
+        return Place(keys.pool_lane(PoolLane(lane.kind, pool)), keys.sched(lane))
     return Place(keys.lane(lane), keys.sched(lane))
 
 
