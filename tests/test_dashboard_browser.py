@@ -137,6 +137,8 @@ def site(request: pytest.FixtureRequest) -> Iterator[Site]:
         gateway_timeout=5.0,
         batch_max=10,
         max_attempts=1,
+        pools={"night": ["262:0"]},
+        device_limits={"261:0": {"per_hour": 50}},
     )
     ctx = Context.from_settings(settings)
     server = None
@@ -177,6 +179,7 @@ def _populate(ctx: Context, settings: Settings) -> Site:
         [{"sendto": f"+4915752111{i:03d}", "body": "bulk", "device_id": 261} for i in range(7)]
         + [{"sendto": f"+4915752222{i:03d}", "body": "bulk", "device_id": 262} for i in range(4)]
         + [{"sendto": "+4915752333000", "body": "code 1234", "device_id": 261, "urgent": True}]
+        + [{"sendto": f"+4915752444{i:03d}", "body": "pooled", "pool": "night"} for i in range(2)]
     )
     return Site(
         url="",
@@ -403,6 +406,23 @@ def test_the_numbers_on_the_page_are_those_of_v1_stats(page: Any, site: Site, sh
     assert overflow <= 1, f"the page is {overflow} px wider than a phone's screen"
     page.screenshot(path=str(shots / "dashboard-phone.png"), full_page=True)
     page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_pools_and_quotas_on_the_page(page: Any, site: Site) -> None:
+    login(page, site, site.read)
+    page.wait_for_function(
+        "t => Number(document.body.dataset.statsAt) > t", arg=time.time(), timeout=WAIT_MS
+    )
+    stats = site.get("/v1/stats")
+    (pool,) = stats["pools"]
+    assert (pool["name"], pool["urgent"] + pool["bulk"]) == ("night", 2)
+    heading = page.inner_text("#lanes th[scope='rowgroup']")
+    assert "Pool night" in heading and "2 waiting in the pool" in heading
+    assert (pool["status"] in heading) == pool["held"]
+    assert "262:0" in {f"{lane['device_id']}:{lane['sim']}" for lane in stats["lanes"]}
+    (quota,) = stats["quotas"]
+    used = quota["hour_used"]
+    assert f"{used} / 50" in page.inner_text("[data-lane='261:0']")
 
 
 def test_a_change_appears_without_a_reload_and_events_pause(page: Any, site: Site) -> None:

@@ -258,6 +258,12 @@ def test_stats_show_pools_held_and_quotas_used(make_ctx: MakeCtx, clock: FakeClo
     assert (quota.member, quota.hour_used, quota.hour_limit) == (A.member, 2, 2)
     assert (quota.day_used, quota.day_limit, quota.spent) == (2, 5, True)
     assert stats.queued == 2 and stats.to_dict()["pools"][0]["status"] == HELD
+    # every member has its row (the dashboard groups them by pool), A with its tightest window
+    rows = {(lane.device_id, lane.sim): lane for lane in stats.lanes}
+    assert set(rows) == {(p.device, p.sim) for p in (A, B, C)}
+    assert {lane.pool for lane in stats.lanes} == {"otp"}
+    assert (rows[(A.device, A.sim)].quota_used, rows[(A.device, A.sim)].quota_limit) == (2, 2)
+    assert rows[(B.device, B.sim)].quota_limit is None
     samples = {
         (m.name, tuple(sorted(smp.labels.items()))): smp.value
         for m in gauges(stats)

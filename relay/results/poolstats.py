@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from relay.keys import Keys
 from relay.lanes import DeviceSim, pool_lanes
-from relay.pools import DAY_MS, HOUR_MS, Limit, limit_of, members
+from relay.pools import DAY_MS, HOUR_MS, Limit, limit_of, members, pools_of
 
 if TYPE_CHECKING:
     from relay.settings import Settings
@@ -35,6 +35,10 @@ class QuotaStats:
     day_used: int
     day_limit: int
     urgent_over: bool
+
+    def windows(self) -> list[tuple[int, int]]:
+        """(used, limit) of the hour and of the day (limit 0: none)."""
+        return [(self.hour_used, self.hour_limit), (self.day_used, self.day_limit)]
 
     @property
     def spent(self) -> bool:
@@ -83,6 +87,18 @@ class PoolReport:
     pools: list[PoolStats]
     quotas: list[QuotaStats]
     offline: list[int]
+    config: Mapping[str, list[str]]
+    """``RELAY_POOLS``."""
+
+    def of_lane(self, pair: DeviceSim) -> dict[str, Any]:
+        """A device/SIM's pool (its first) and the quota window with the least room."""
+        names = pools_of(self.config, pair)
+        out: dict[str, Any] = {"pool": names[0] if names else None}
+        quota = next((q for q in self.quotas if q.member == pair.member), None)
+        windows = [(u, c) for u, c in quota.windows() if c > 0] if quota else []
+        if windows:
+            out["quota_used"], out["quota_limit"] = min(windows, key=lambda w: w[1] - w[0])
+        return out
 
 
 class PoolReads:
@@ -95,6 +111,12 @@ class PoolReads:
         self.names = sorted(settings.pools)
         self.limited = sorted(filter(None, map(DeviceSim.parse, settings.device_limits)))
         self.hour, self.day = now_ms // HOUR_MS, now_ms // DAY_MS
+
+    @property
+    def members(self) -> list[DeviceSim]:
+        """Every member of a pool (stats show their lanes even when only pooled messages
+        went through them)."""
+        return sorted({p for name in self.names for p in members(self.settings.pools, name)})
 
     def queue(self, pipe: redis.client.Pipeline) -> None:
         k = self.keys
@@ -118,7 +140,7 @@ class PoolReads:
             _pool(name, self.settings.pools, out[2 * i], out[2 * i + 1], offline, spent)
             for i, name in enumerate(self.names)
         ]
-        return PoolReport(pools, quotas, sorted(offline))
+        return PoolReport(pools, quotas, sorted(offline), self.settings.pools)
 
 
 def pool_gauges(pools: list[PoolStats], quotas: list[QuotaStats]) -> Iterator[Metric]:

@@ -1,15 +1,13 @@
 """The numbers behind ``relay stats`` and the Prometheus metrics, read in three pipelines.
 
-Per device/SIM (every ``dev:sim`` in ``Keys.lanes``): urgent and bulk lane depth
+Per device/SIM (every ``dev:sim`` in ``Keys.lanes`` or a pool): urgent and bulk lane depth
 (``LLEN``), scheduled messages (``ZCARD`` of both schedules), messages in flight (in the
 ``inflight`` batches of that lane) and being verified (``verify`` batches), messages
 awaiting a final status (``pending:<dev>``, split by SIM when the device has several),
 the age of the oldest queued message (``t_queued`` of the lanes' heads), when its ticket
 may run again (``timers``) and where its pacing stands (``pace`` ``tat``). Per device:
 online (``offline`` set, else the ``devices`` hash the gateway sync writes) and last seen.
-Totals: messages per state (``counts``).
-Pools, quotas and offline devices: :mod:`relay.results.poolstats`, read in the first
-pipeline.
+Totals: messages per state (``counts``). Pools and quotas: :mod:`.poolstats`.
 
 The reads are three pipelines, whatever the number of lanes: the indexes, then every
 per-lane number, then the records the second step pointed at. They are not one
@@ -60,6 +58,10 @@ class LaneStats:
     next_send_at: float | None = None
     pace_tat: float | None = None
     online: bool | None = None
+    pool: str | None = None
+    quota_used: int | None = None
+    quota_limit: int | None = None
+    """Its (first) pool; its quota window with the least room: :mod:`.poolstats`."""
 
     @property
     def queued(self) -> int:
@@ -203,7 +205,8 @@ class _Reader:
         self.pools.queue(pipe)
         out = pipe.execute()
         lanes, inflight, verify, counts, devices, timers, pending, offline = out[:8]
-        parsed = sorted(p for p in map(DeviceSim.parse, lanes) if p is not None)
+        found = {p for p in map(DeviceSim.parse, lanes) if p is not None}
+        parsed = sorted(found | set(self.pools.members))
         return _Index(
             lanes=parsed,
             batches=[text(b) for b in inflight],
@@ -324,6 +327,7 @@ class _Reader:
                 next_send_at=self._next_send(pair, int(u) + int(b), index.timers),
                 pace_tat=float(tat) / 1000 if tat is not None else None,
                 online=online.setdefault(pair.device, None),
+                **pools.of_lane(pair),
             )
             lanes.append(lane)
         return Stats(

@@ -158,7 +158,8 @@
     ], { "data-lane": `${lane.device_id}:${lane.sim}`, class: online === false ? "is-offline" : "" });
   }
 
-  // Rows grouped into one <tbody> per pool once lanes carry a pool (issue 11); one otherwise.
+  // Rows grouped into one <tbody> per pool (its heading: what waits in the pool's own lanes,
+  // and "held" when no member may take it); one otherwise.
   function renderLanes(stats, devices) {
     const byId = new Map(devices.map((d) => [d.id, d]));
     const table = $("#lanes");
@@ -172,7 +173,11 @@
     for (const [pool, rows] of groups) {
       const body = document.createElement("tbody");
       if (pool) {
-        body.append(row([cell("th", `Pool ${pool}`, { colspan: "14", scope: "rowgroup" })]));
+        const info = (stats.pools || []).find((p) => p.name === pool);
+        const waiting = info ? ` · ${num(info.urgent + info.bulk)} waiting in the pool` : "";
+        const head = cell("th", `Pool ${pool}${waiting}`, { colspan: "14", scope: "rowgroup" });
+        if (info && info.held) head.append(" ", badge(info.status, "offline"));
+        body.append(row([head]));
       }
       body.append(...rows);
       bodies.push(body);
