@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from relay.bench.config import BenchConfig
 from relay.bench.env import (
     BenchError,
+    Phone,
     Scope,
     SimProcess,
     messages,
@@ -48,30 +51,39 @@ def _pool_of(devices: list[int]) -> dict[str, list[str]]:
     return {POOL: [f"{d}:0" for d in devices]}
 
 
-def throughput(cfg: BenchConfig, pooled: bool) -> dict[str, Any]:
-    """``pools_messages`` to the pool (or round-robin to its phones) through two workers."""
-    fleet = phones(cfg.pools_devices, poll=cfg.pools_poll, each=cfg.pools_each)
-    ids = [d.id for d in fleet]
-    items = messages(cfg.pools_messages, ids, seed=13)
-    if pooled:
-        items = [{k: v for k, v in i.items() if k != "device_id"} | {"pool": POOL} for i in items]
+@contextmanager
+def _pool_running(
+    cfg: BenchConfig, fleet: list[Phone], name: str
+) -> Iterator[tuple[SimProcess, Relay]]:
+    """The simulator with ``fleet``, all of it one pool, two relay workers running; a Relay
+    to send with. Everything stopped and the keys removed on exit."""
     with SimProcess(fleet) as sim:
-        scope = Scope(cfg.redis_url, "pools" if pooled else "pools-direct")
-        settings = scope.settings(sim, pools=_pool_of(ids))
+        scope = Scope(cfg.redis_url, name)
+        settings = scope.settings(sim, pools=_pool_of([d.id for d in fleet]))
         conn = scope.conn()
         workers = start_workers(settings, 2, cfg.log_dir, burst=False)
         try:
             if not wait_until(lambda: workers_registered(conn, settings, 2), 60):
                 raise BenchError("the relay workers did not start")
             with Relay(settings) as relay:
-                relay.send_many(items)
-            if not sim.wait_stored(len(items), WAIT_S, poll=0.05):
-                raise BenchError(f"only {sim.stored()} of {len(items)} messages were stored")
-            ledger = sim.ledger()
+                yield sim, relay
         finally:
             workers.stop()
             scope.cleanup()
             conn.close()
+
+
+def throughput(cfg: BenchConfig, pooled: bool) -> dict[str, Any]:
+    """``pools_messages`` to the pool (or round-robin to its phones) through two workers."""
+    fleet = phones(cfg.pools_devices, poll=cfg.pools_poll, each=cfg.pools_each)
+    items = messages(cfg.pools_messages, [d.id for d in fleet], seed=13)
+    if pooled:
+        items = [{k: v for k, v in i.items() if k != "device_id"} | {"pool": POOL} for i in items]
+    with _pool_running(cfg, fleet, "pools" if pooled else "pools-direct") as (sim, relay):
+        relay.send_many(items)
+        if not sim.wait_stored(len(items), WAIT_S, poll=0.05):
+            raise BenchError(f"only {sim.stored()} of {len(items)} messages were stored")
+        ledger = sim.ledger()
     f = flow(ledger)
     cap = cfg.pools_devices / cfg.pools_each
     steady = _steady_rate([e["stored_at"] for e in ledger])
@@ -101,36 +113,19 @@ def latency(cfg: BenchConfig) -> dict[str, Any]:
     fleet = phones(cfg.pools_devices, poll=LATENCY_POLL_S, each=LATENCY_EACH_S, first=7101)
     ids = [d.id for d in fleet]
     sent: dict[int, tuple[str, float]] = {}
-    with SimProcess(fleet) as sim:
-        scope = Scope(cfg.redis_url, "pools-latency")
-        settings = scope.settings(sim, pools=_pool_of(ids))
-        conn = scope.conn()
-        workers = start_workers(settings, 2, cfg.log_dir, burst=False)
-        try:
-            if not wait_until(lambda: workers_registered(conn, settings, 2), 60):
-                raise BenchError("the relay workers did not start")
-            time.sleep(cfg.latency_settle)
-            rng = random.Random(9)
-            with Relay(settings) as relay:
-                for i in range(2 * cfg.pools_samples):
-                    to = {"pool": POOL} if i % 2 == 0 else {"device_id": ids[(i // 2) % len(ids)]}
-                    cid = CUSTOMER_BASE + i
-                    relay.send_many(
-                        [
-                            {"sendto": f"+49152{i:08d}", "body": f"code {i}", "urgent": True}
-                            | to
-                            | {"customerid": cid}
-                        ]
-                    )
-                    sent[cid] = ("pool" if "pool" in to else "device", time.time())
-                    time.sleep(cfg.latency_gap * rng.uniform(0.5, 1.5))
-            if not sim.wait_stored(len(sent), 60, poll=0.2):
-                raise BenchError(f"only {sim.stored()} of {len(sent)} urgent messages arrived")
-            ledger = sim.ledger()
-        finally:
-            workers.stop()
-            scope.cleanup()
-            conn.close()
+    with _pool_running(cfg, fleet, "pools-latency") as (sim, relay):
+        time.sleep(cfg.latency_settle)
+        rng = random.Random(9)
+        for i in range(2 * cfg.pools_samples):
+            to = {"pool": POOL} if i % 2 == 0 else {"device_id": ids[(i // 2) % len(ids)]}
+            cid = CUSTOMER_BASE + i
+            item = {"sendto": f"+49152{i:08d}", "body": f"code {i}", "urgent": True}
+            relay.send_many([item | to | {"customerid": cid}])
+            sent[cid] = ("pool" if "pool" in to else "device", time.time())
+            time.sleep(cfg.latency_gap * rng.uniform(0.5, 1.5))
+        if not sim.wait_stored(len(sent), 60, poll=0.2):
+            raise BenchError(f"only {sim.stored()} of {len(sent)} urgent messages arrived")
+        ledger = sim.ledger()
     lat: dict[str, list[float]] = {"pool": [], "device": []}
     for entry in ledger:
         kind, at = sent[entry["customerid"]]

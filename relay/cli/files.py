@@ -20,20 +20,10 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from relay.errors import ValidationError
+from relay.produce.validation import FIELD_ORDER
 
 FileFormat = Literal["jsonl", "csv"]
-FIELDS = (
-    "sendto",
-    "body",
-    "device_id",
-    "pool",
-    "sim",
-    "urgent",
-    "customerid",
-    "timetosend",
-    "key",
-    "ttl",
-)
+FIELDS = FIELD_ORDER
 _INT_FIELDS = frozenset({"device_id", "sim", "customerid"})
 # ASCII digits, at most 19 (int() of thousands of digits raises); longer text goes to
 # validation as it is, which refuses it naming the field.

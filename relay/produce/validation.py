@@ -40,20 +40,20 @@ from relay.errors import ValidationError
 from relay.lanes import LaneId, PoolLane, kind_of
 from relay.settings import Settings
 
-FIELDS = frozenset(
-    {
-        "sendto",
-        "body",
-        "device_id",
-        "sim",
-        "urgent",
-        "customerid",
-        "timetosend",
-        "key",
-        "ttl",
-        "pool",
-    }
+FIELD_ORDER = (
+    "sendto",
+    "body",
+    "device_id",
+    "pool",
+    "sim",
+    "urgent",
+    "customerid",
+    "timetosend",
+    "key",
+    "ttl",
 )
+"""Every field of a send request, in the order files and tables show them."""
+FIELDS = frozenset(FIELD_ORDER)
 REQUIRED = ("sendto", "body")
 SIM_MAX = 5
 KEY_MAX = 200
