@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from relay import scripts
+from relay.connection import text
 from relay.states import State
 from relay.store import created_ms
 
@@ -128,12 +129,8 @@ def read_history(ctx: Context, minutes: int = 60) -> dict[str, Any]:
     }
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _row(minute: int, raw: dict[Any, Any]) -> dict[str, int]:
-    got = {_text(k): int(v) for k, v in raw.items()}
+    got = {text(k): int(v) for k, v in raw.items()}
     return {"minute": minute * 60, **{s.value: got.get(s.value, 0) for s in STATES}}
 
 
