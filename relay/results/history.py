@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from relay import scripts
@@ -86,12 +86,7 @@ class Latency:
     p99_ms: int | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "minutes": self.minutes,
-            "count": self.count,
-            "p50_ms": self.p50_ms,
-            "p99_ms": self.p99_ms,
-        }
+        return asdict(self)
 
 
 def percentile(ordered: Sequence[int], pct: float) -> int | None:
