@@ -30,7 +30,7 @@ from rq.job import Job
 from relay.connection import maybe_text
 from relay.context import Context
 from relay.dispatch.recovery import recover_inflight
-from relay.dispatch.tickets import TIMER, Arm, enqueue_tickets, handoff
+from relay.dispatch.tickets import TIMER, rearm
 from relay.dispatch.verify import verify_due
 from relay.lanes import KINDS, LaneId, device_sims
 from relay.log import get_logger
@@ -113,7 +113,7 @@ def rearm_lost_tickets(
     return [
         b.lane.member
         for b in busy
-        if _is_lost(ctx, b, jobs, beats, missing_grace) and _rearm(ctx, b.lane, b.holder)
+        if _is_lost(ctx, b, jobs, beats, missing_grace) and rearm(ctx, b.lane, b.holder, lost=True)
     ]
 
 
@@ -169,19 +169,6 @@ def _missing_long_enough(ctx: Context, lane: LaneId, holder: str, grace: float) 
         _suspects.pop(key, None)
         return True
     return False
-
-
-def _rearm(ctx: Context, lane: LaneId, holder: str | None) -> bool:
-    """Give the lane's ticket to a fresh job if it still holds ``holder``; enqueue that job."""
-    arm = Arm.new(ctx.keys, lane)
-    if holder is None:
-        taken = bool(ctx.conn.set(ctx.keys.ticket(lane), arm.job_id, nx=True))
-    else:
-        taken = handoff(ctx, lane, holder, arm.job_id)
-    if taken:
-        enqueue_tickets(ctx.conn, ctx.keys, [arm])
-        log.warning("sweep.rearmed", lane=lane.member, lost=holder or "missing", job=arm.job_id)
-    return taken
 
 
 # --- dead processes and their leases ------------------------------------------------------
