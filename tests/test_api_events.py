@@ -101,7 +101,10 @@ def test_device_events_are_streamed_and_filtered_like_messages(
         with api.client() as c:
             (queued,) = send(c, 1)
             record(ctx, [Presence(260, False, ctx.now_ms() - 300_000)])
+            (device,) = c.get("/v1/devices").json()  # 260: relay has a lane for it
+            assert (device["id"], device["offline"]) == (260, True)
             record(ctx, [Presence(260, True, ctx.now_ms())])
+            assert c.get("/v1/devices").json()[0]["offline"] is False
             everything = parse(read_all(c, {"timeout": 0.5, "last_event_id": "0"}))
             only_message = parse(read_all(c, {"timeout": 0.3, "last_event_id": "0", "id": queued}))
     finally:

@@ -5,12 +5,15 @@ real ``relay worker`` process running the sync on its duties thread."""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
 import pytest
+from rich.console import Console
 from rq import Queue
 
+from relay.cli.render import lanes_table
 from relay.clock import FakeClock
 from relay.connection import maybe_text
 from relay.context import Context
@@ -120,6 +123,11 @@ def test_stats_and_metrics_show_offline_with_last_seen(
     assert [lane.online for lane in stats.lanes] == [False]
     shown = stats.to_dict()["devices"]["260"]
     assert shown["online"] is False and shown["lastseen"] == stats.devices_lastseen[260]
+    console = Console(width=200, file=io.StringIO())
+    console.print(lanes_table(stats))
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    (row,) = [cells for line in out.splitlines() if (cells := line.split("│"))[1:2] == ["    260 "]]
+    assert [c.strip() for c in row[-3:-1]] == ["no", "32.0s ago"]  # online; last seen
 
 
 def ticket_jobs(ctx: Context, pair: DeviceSim) -> tuple[str | None, str | None]:

@@ -290,6 +290,8 @@ def test_metrics_show_the_same_numbers(known: Truth, relay: Relay) -> None:
     assert val("relay_messages", state="delivered") == 0
     assert val("relay_device_online", device="260") == 1
     assert val("relay_device_online", device="261") == 0
+    assert val("relay_device_lastseen_seconds", device="262") == 1_577_836_800  # 2020-01-01
+    assert ("relay_device_lastseen_seconds", (("device", "260"),)) not in m  # never seen
 
 
 def test_metrics_report_down_when_redis_is_gone() -> None:

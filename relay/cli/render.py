@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import click
 from rich.console import Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from relay.cli.common import print_json, stdout
 from relay.states import State
 
 if TYPE_CHECKING:
@@ -78,23 +80,67 @@ def _online(value: bool | None) -> str:
     return "[green]yes[/]" if value else "[red]no[/]"
 
 
+def titled_table(
+    title: str, columns: Sequence[str], *, right: Collection[str] = (), **options: Any
+) -> Table:
+    """An empty table titled at its top left: ``columns`` (those in ``right`` right-aligned,
+    the others left-aligned), each with ``options`` (``rich``'s ``add_column`` arguments)."""
+    table = Table(title=title, title_justify="left")
+    for name in columns:
+        table.add_column(name, justify="right" if name in right else "left", **options)
+    return table
+
+
+def print_listing(
+    items: Sequence[Any], as_json: bool, empty: str, table: Callable[[], Table]
+) -> None:
+    """A list command's output: with ``as_json`` a JSON array of the items' ``to_dict()``;
+    otherwise ``empty`` on stderr when there are none, else ``table()`` on stdout."""
+    if as_json:
+        print_json([item.to_dict() for item in items])
+    elif not items:
+        click.echo(empty, err=True)
+    else:
+        stdout().print(table())
+
+
+_LANE_COLUMNS = (
+    "device",
+    "sim",
+    "urgent",
+    "bulk",
+    "scheduled",
+    "in flight",
+    "verifying",
+    "awaiting status",
+    "oldest queued",
+    "next send",
+    "online",
+    "last seen",
+)
+
+
 def pools_tables(stats: Stats) -> list[Table]:
     """Pools (waiting, members online and with room, held or not) and quotas (used/limit);
     none when neither is configured."""
     tables = []
     if stats.pools:
-        pools = Table(title="Pools", title_justify="left")
-        for name in ("pool", "urgent", "bulk", "members", "online", "with room", "status"):
-            pools.add_column(name, justify="left" if name in ("pool", "status") else "right")
+        pools = titled_table(
+            "Pools",
+            ("pool", "urgent", "bulk", "members", "online", "with room", "status"),
+            right=("urgent", "bulk", "members", "online", "with room"),
+        )
         for p in stats.pools:
             status = f"[red]{p.status}[/]" if p.held else p.status
             row = (p.name, p.urgent, p.bulk, len(p.members), p.online, p.open)
             pools.add_row(*map(str, row), status)
         tables.append(pools)
     if stats.quotas:
-        quotas = Table(title="Quotas", title_justify="left")
-        for name in ("device/sim", "hour used/limit", "day used/limit", "urgent over"):
-            quotas.add_column(name, justify="left" if name == "device/sim" else "right")
+        quotas = titled_table(
+            "Quotas",
+            ("device/sim", "hour used/limit", "day used/limit", "urgent over"),
+            right=("hour used/limit", "day used/limit", "urgent over"),
+        )
         for q in stats.quotas:
             hour = f"{q.hour_used}/{q.hour_limit}" if q.hour_limit else "-"
             day = f"{q.day_used}/{q.day_limit}" if q.day_limit else "-"
@@ -105,22 +151,7 @@ def pools_tables(stats: Stats) -> list[Table]:
 
 def lanes_table(stats: Stats) -> Table:
     """One row per device/SIM."""
-    table = Table(title="Lanes", title_justify="left")
-    for name in (
-        "device",
-        "sim",
-        "urgent",
-        "bulk",
-        "scheduled",
-        "in flight",
-        "verifying",
-        "awaiting status",
-        "oldest queued",
-        "next send",
-        "online",
-        "last seen",
-    ):
-        table.add_column(name, justify="left" if name in ("next send", "online") else "right")
+    table = titled_table("Lanes", _LANE_COLUMNS, right=set(_LANE_COLUMNS) - {"next send", "online"})
     for lane in stats.lanes:
         seen = stats.devices_lastseen.get(lane.device_id)
         table.add_row(*_lane_row(lane, stats.at), _seen(seen, stats.at))
