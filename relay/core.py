@@ -22,7 +22,7 @@ from relay.closing import Closing
 from relay.context import Context
 from relay.errors import NotFoundError
 from relay.produce.producer import DEFAULT_CHUNK, Producer
-from relay.produce.validation import TimeToSend
+from relay.produce.times import TimeToSend
 from relay.settings import Settings, load_settings
 from relay.store import Message
 

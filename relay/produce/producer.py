@@ -27,7 +27,8 @@ from relay.errors import ConflictError, NotFoundError, RelayError
 from relay.ids import new_id, new_ids
 from relay.lanes import LaneId, PoolLane, kind_of
 from relay.log import get_logger
-from relay.produce.validation import TimeToSend, ValidMessage, check, validate
+from relay.produce.times import TimeToSend
+from relay.produce.validation import ValidMessage, check, validate
 from relay.states import WAITING_STATES, State
 from relay.store import BODY_CHUNK, Message
 
