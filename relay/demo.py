@@ -21,14 +21,15 @@ import os
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from relay.clock import SYSTEM_CLOCK, Clock
-from relay.connection import connect, delete_prefix, safe_url
+from relay.connection import safe_url
 from relay.demopool import Outage, PoolSummary, demo_pools, pool_campaign, pool_summary
+from relay.demoserver import delete_keys, embedded_redis
 from relay.log import get_logger
 from relay.settings import Settings, load_settings
 from relay.simulator import LedgerEntry, OutcomeRule, SimDevice, Simulator
@@ -111,47 +112,6 @@ class DemoSummary:
 
 
 # --- the pieces ---------------------------------------------------------------------------
-
-
-@contextmanager
-def embedded_redis() -> Iterator[tuple[str, str]]:
-    """The embedded Redis engine (:mod:`relay.embedded`), stopped on exit; yields its URL and
-    its name (``embedded valkey 9.1.2``).
-
-    Where the engine is not installed (no wheel for this system), fakeredis's TCP server in
-    a thread instead, with a warning: the demo still runs, slower and on a Python imitation.
-    """
-    from relay.embedded import EmbeddedServer
-    from relay.errors import EmbeddedServerError
-
-    try:
-        server = EmbeddedServer().start()
-    except EmbeddedServerError as exc:
-        log.warning("demo_embedded_redis_unavailable", error=str(exc), instead="fakeredis")
-        with fakeredis_server() as url:
-            yield url, "embedded fakeredis"
-        return
-    try:
-        yield server.url, f"embedded {server.engine}"
-    finally:
-        server.stop()
-
-
-@contextmanager
-def fakeredis_server() -> Iterator[str]:
-    """fakeredis's TCP server on a free local port, in a daemon thread; yields its URL."""
-    from fakeredis import TcpFakeServer
-
-    server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="demo-redis", daemon=True)
-    thread.start()
-    host, port = str(server.server_address[0]), int(server.server_address[1])
-    try:
-        yield f"redis://{host}:{port}/0"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def failing_numbers(config: DemoConfig) -> dict[str, int]:
@@ -314,7 +274,7 @@ class Demo:
             self.sim = stack.enter_context(start_simulator(self.config))
             self.settings = demo_settings(url, self.sim, f"relay-demo-{uuid.uuid4().hex[:8]}")
             if self.redis_url:
-                stack.callback(_delete_keys, self.settings)
+                stack.callback(delete_keys, self.settings)
             self.relay = stack.enter_context(Relay(self.settings, clock=self.clock))
             self.logfile: IO[bytes] = stack.enter_context(
                 tempfile.NamedTemporaryFile(prefix="relay-demo-", suffix=".log", delete=False)
@@ -447,12 +407,3 @@ def _percentile(values: list[float], pct: float) -> float | None:
         return None
     rank = max(1, -(-len(values) * pct // 100))
     return round(values[int(rank) - 1], 4)
-
-
-def _delete_keys(settings: Settings) -> None:
-    """Remove the demo's keys from a real server (its own prefix, and its RQ queues)."""
-    conn = connect(settings, check=False)
-    try:
-        delete_prefix(conn, settings.key_prefix)
-    finally:
-        conn.close()
