@@ -15,6 +15,7 @@ from relay import scripts
 from relay.connection import text
 from relay.context import Context
 from relay.devices import Pace
+from relay.dispatch.tickets import run_bound_s
 from relay.lanes import LaneId
 
 Verdict = Literal["more", "timer", "released", "stale"]
@@ -63,6 +64,7 @@ def claim(ctx: Context, lane: LaneId, pace: Pace, *, job: str, worker: str) -> C
         k.batch(bid),
         k.ticket(lane),
         k.timers,
+        k.progress(lane),
     ]
     args: list[scripts.Arg] = [
         ctx.now_ms(),
@@ -76,6 +78,7 @@ def claim(ctx: Context, lane: LaneId, pace: Pace, *, job: str, worker: str) -> C
         job,
         lane.device,
         lane.sim,
+        round(run_bound_s(ctx.settings) * 1000),
     ]
     answer: Any = scripts.call(ctx.conn, "claim", keys, args)
     ids, n_urgent, next_free, verdict, cap = answer

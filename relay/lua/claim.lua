@@ -10,6 +10,7 @@
 -- KEYS[5]   batch:<bid>          hash written for the new batch
 -- KEYS[6]   ticket:<kind>:<dev>:<sim>  the running ticket's own key
 -- KEYS[7]   timers               zset "kind:dev:sim" -> ms the ticket may run again
+-- KEYS[8]   progress:<kind>:<dev>:<sim>  this lane's progress key (set to the job id)
 -- ARGV[1]   now (ms)
 -- ARGV[2]   batch_max
 -- ARGV[3]   interval between two messages (ms; 0 = unlimited)
@@ -21,6 +22,7 @@
 -- ARGV[9]   RQ job id of the running ticket
 -- ARGV[10]  device id
 -- ARGV[11]  sim
+-- ARGV[12]  ttl of the progress key (ms): one run's bound
 --
 -- Pacing: urgent ids always go (up to the batch size) and use up allowance: tat advances
 -- by one interval each and may run ahead of now, so bulk yields to them. Then with
@@ -37,6 +39,9 @@
 -- also serves urgent ids first) DELetes its key when the bulk lane is empty ("released");
 -- when bulk remains blocked only by pacing, it ZADDs its member to timers at the moment
 -- the next batch may go and SETs the key to "timer" ("timer"); else "more".
+--
+-- Progress: every claim, stale or not, SETs the progress key to the job id with PX ARGV[12]:
+-- the lane moves. The sweep re-arms a lane whose key expired while its oldest message waits.
 --
 -- Returns {ids, number of urgent ids (the first ones), next free ms, verdict, cap used (0: none)}.
 
@@ -93,6 +98,8 @@ if interval > 0 and b_left > 0 then
   next_free = tat - (burst - want) * interval
   if next_free < now then next_free = now end
 end
+
+redis.call("SET", KEYS[8], job, "PX", ARGV[12])
 
 local holder = redis.call("GET", KEYS[6])
 local verdict
