@@ -40,24 +40,18 @@ def _bench_keys(url: str) -> list[bytes]:
         conn.close()
 
 
+def _tiny_bench(url: str, out: Path, logs: Path, *options: str) -> Any:
+    """``relay bench --tiny`` with ``options`` on ``url``, JSON to ``out``, logs in ``logs``."""
+    args = ["bench", "--tiny", *options, "--redis-url", url]
+    return CliRunner().invoke(cli, [*args, "--json-out", str(out), "--log-dir", str(logs)])
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_tiny_bench_writes_every_measurement(real_redis_url: str, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     before = set(_bench_keys(real_redis_url))
-    result = CliRunner().invoke(
-        cli,
-        [
-            "bench",
-            "--tiny",
-            "--redis-url",
-            real_redis_url,
-            "--json-out",
-            str(out),
-            "--log-dir",
-            str(tmp_path / "logs"),
-        ],
-    )
+    result = _tiny_bench(real_redis_url, out, tmp_path / "logs")
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     m = data["measurements"]
@@ -157,22 +151,8 @@ def test_a_tiny_soak_runs_the_latency_scenario_under_load(
 ) -> None:
     out = tmp_path / "soak.json"
     before = set(_bench_keys(real_redis_url))
-    result = CliRunner().invoke(
-        cli,
-        [
-            "bench",
-            "--soak",
-            "0.1",
-            "--tiny",
-            "--soak-load",
-            "1",
-            "--redis-url",
-            real_redis_url,
-            "--json-out",
-            str(out),
-            "--log-dir",
-            str(tmp_path / "logs"),
-        ],
+    result = _tiny_bench(
+        real_redis_url, out, tmp_path / "logs", "--soak", "0.1", "--soak-load", "1"
     )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())

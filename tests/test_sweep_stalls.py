@@ -69,6 +69,13 @@ def started_job(ctx: Context, worker: str, lane: LaneId = URGENT, status: str = 
     return arm.job_id
 
 
+def otp_held_by_a_live_worker(ctx: Context) -> str:
+    """An urgent message whose ticket job worker ``w-alive`` started; the job's id."""
+    send(ctx)
+    beat(ctx, "w-alive", "worker")
+    return started_job(ctx, "w-alive")
+
+
 def later(ctx: Context, seconds: float, *alive: str) -> None:
     """Time passes; the workers named keep beating (their duties threads are fine)."""
     fake_clock(ctx).advance(seconds)
@@ -82,9 +89,7 @@ def later(ctx: Context, seconds: float, *alive: str) -> None:
 def test_a_started_job_on_a_live_worker_that_makes_no_progress_is_rearmed_after_the_bound(
     fctx: Context,
 ) -> None:
-    send(fctx)
-    beat(fctx, "w-alive", "worker")
-    stuck = started_job(fctx, "w-alive")
+    stuck = otp_held_by_a_live_worker(fctx)
     assert sweep(fctx).rearmed == []
     later(fctx, STALL_S - 1, "w-alive")
     assert sweep(fctx).rearmed == []  # the OTP waited less than the bound
@@ -106,9 +111,7 @@ def test_a_started_job_on_a_live_worker_that_makes_no_progress_is_rearmed_after_
 def test_a_lane_whose_runs_make_progress_is_left_alone_however_long_its_head_waited(
     fctx: Context,
 ) -> None:
-    send(fctx)
-    beat(fctx, "w-alive", "worker")
-    running = started_job(fctx, "w-alive")
+    running = otp_held_by_a_live_worker(fctx)
     fctx.conn.set(fctx.keys.progress(URGENT), running, px=60_000)  # as each claim does
     later(fctx, 10 * STALL_S, "w-alive")
     assert sweep(fctx).rearmed == []
