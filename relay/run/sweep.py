@@ -111,7 +111,8 @@ def rearm_lost_tickets(
     held = [_held(lane, holder, score, jobs) for lane, holder, score in busy]
     lost = [h for h in held if _is_lost(ctx, h, beats, missing_grace)]
     rearmed = [h.lane.member for h in lost if _rearm(ctx, h.lane, h.holder)]
-    for stall in stalled(ctx, [h for h in held if h not in lost]):
+    gone = set(lost)
+    for stall in stalled(ctx, [h for h in held if h not in gone]):
         h = stall.held
         log.warning(
             "sweep.lane_stalled",
