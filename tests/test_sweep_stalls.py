@@ -2,7 +2,8 @@
 worker whose heartbeat is fresh) but makes no progress is re-armed once its lane's oldest
 message waited past ``RELAY_LANE_STALL_AFTER``; a job started by a worker no heartbeat names
 counts as dead; every claim refreshes the lane's progress key; a ticket job's RQ timeout is
-one run's bound, not RQ's 300 s. (FakeClock; real Redis and fakeredis.)"""
+one run's bound, not RQ's 300 s. (FakeClock; real Redis and fakeredis; and a real worker
+process against the simulator over HTTP.)"""
 
 from __future__ import annotations
 
@@ -21,10 +22,14 @@ from relay.devices import Pace
 from relay.dispatch.claim import claim
 from relay.dispatch.tickets import Arm, enqueue_tickets, run_bound_s
 from relay.lanes import LaneId
-from relay.processes import beat
+from relay.processes import beat, read_beats
 from relay.produce.producer import Producer
 from relay.run.sweep import sweep
+from relay.simulator import SimDevice
 from tests.fixtures.context import MakeCtx
+from tests.fixtures.simulator import MakeSimulator
+from tests.fixtures.waiting import eventually
+from tests.fixtures.workers import StartWorkers
 
 DEV, SIM = 270, 0
 URGENT = LaneId("u", DEV, SIM)
@@ -173,3 +178,24 @@ def test_a_ticket_jobs_rq_timeout_is_one_runs_bound(fctx: Context) -> None:
     assert job.timeout == math.ceil(run_bound_s(settings))
     assert run_bound_s(settings) >= 1.0 + settings.gateway_timeout
     assert job.timeout < 300  # RQ's default, which held a stuck lane for five minutes
+
+
+# --- with a real worker process and the simulator ----------------------------------------------
+
+
+def test_an_otp_held_by_a_started_job_that_never_claims_still_reaches_the_gateway(
+    make_ctx: MakeCtx, make_simulator: MakeSimulator, start_workers: StartWorkers
+) -> None:
+    sim = make_simulator([SimDevice(id=DEV, delaybetweenrequest=0.2, delaybetweeneachsms=0.05)])
+    ctx = make_ctx(sim, lane_stall_after=1.0)
+    [worker] = start_workers(1, ctx.settings)
+    eventually(lambda: len(read_beats(ctx)) == 1, 30, "the worker's heartbeat")
+    [name] = read_beats(ctx)
+    # a job "started" on that live worker holds the urgent lane and never claims
+    stuck = Arm.new(ctx.keys, URGENT).job_id
+    ctx.conn.hset(f"rq:job:{stuck}", mapping={"status": "started", "worker_name": name})
+    ctx.conn.set(ctx.keys.ticket(URGENT), stuck)
+    send(ctx)
+    eventually(lambda: len(sim.ledger()) == 1, 30, "the OTP stored at the gateway")
+    assert "sweep.lane_stalled" in worker.log()
+    assert ticket(ctx) != stuck
