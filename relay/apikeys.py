@@ -28,6 +28,7 @@ from typing import Any
 import redis
 
 from relay import scripts
+from relay.connection import maybe_text, text
 from relay.context import Context
 from relay.errors import ConflictError, ValidationError
 
@@ -53,10 +54,9 @@ def digest(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
+def stored_digest(raw: dict[Any, Any]) -> str:
+    """The ``digest`` field of a stored key's hash (empty when there is none)."""
+    return maybe_text(raw.get(b"digest") or raw.get("digest")) or ""
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class ApiKey:
 
     @classmethod
     def from_hash(cls, raw: dict[Any, Any]) -> ApiKey:
-        h = {_text(k): _text(v) for k, v in raw.items()}
+        h = {text(k): text(v) for k, v in raw.items()}
         used = h.get("used")
         return cls(
             name=h.get("name", ""),
@@ -142,7 +142,7 @@ class ApiKeys:
             return None
         key_digest = digest(plaintext)
         raw: dict[Any, Any] = self.ctx.conn.hgetall(self.keys.apikey(key_digest))
-        stored = _text(raw.get(b"digest") or raw.get("digest")) if raw else ""
+        stored = stored_digest(raw)
         if not stored or not hmac.compare_digest(stored, key_digest):
             return None
         key = ApiKey.from_hash(raw)
@@ -154,16 +154,18 @@ class ApiKeys:
     def list(self) -> list[ApiKey]:
         """Every key, by name."""
         index: dict[Any, Any] = self.ctx.conn.hgetall(self.keys.apikeys)
-        names = sorted(_text(n) for n in index)
+        names = sorted(text(n) for n in index)
         pipe = self.ctx.conn.pipeline(transaction=False)
         for name in names:
-            pipe.hgetall(self.keys.apikey(_text(index.get(name.encode(), index.get(name)))))
+            pipe.hgetall(
+                self.keys.apikey(maybe_text(index.get(name.encode(), index.get(name))) or "")
+            )
         return [ApiKey.from_hash(raw) for raw in pipe.execute() if raw]
 
     def revoke(self, name: str) -> bool:
         """Delete the key named ``name``; False when there is none. Takes effect on the next
         request of every server process."""
-        key_digest = _text(self.ctx.conn.hget(self.keys.apikeys, name))
+        key_digest = maybe_text(self.ctx.conn.hget(self.keys.apikeys, name)) or ""
         if not key_digest:
             return False
         with self.ctx.conn.pipeline(transaction=True) as pipe:

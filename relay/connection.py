@@ -299,18 +299,24 @@ def delete_prefix(conn: redis.Redis, prefix: str, *, rq_jobs: bool = True) -> in
         tag = Keys(prefix).job_tag
         if tag != prefix:
             patterns.append(f"rq:*:{tag}-*")
-    deleted = 0
-    for pattern in patterns:
-        batch: list[bytes] = []
-        for key in conn.scan_iter(match=pattern, count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                deleted += int(conn.delete(*batch))
-                batch = []
-        if batch:
-            deleted += int(conn.delete(*batch))
+    deleted = sum(delete_matching(conn, pattern) for pattern in patterns)
     if rq_jobs:
         queues = [q for q in conn.smembers("rq:queues") if f":{prefix}-".encode() in q]
         if queues:
             conn.srem("rq:queues", *queues)
+    return deleted
+
+
+def delete_matching(conn: redis.Redis, pattern: str) -> int:
+    """Delete every key matching the glob ``pattern`` (SCAN-based, in chunks); returns how
+    many keys went."""
+    deleted = 0
+    batch: list[bytes] = []
+    for key in conn.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            deleted += int(conn.delete(*batch))
+            batch = []
+    if batch:
+        deleted += int(conn.delete(*batch))
     return deleted

@@ -66,12 +66,13 @@ SENT_CODE = 6
 #: Codes of a message the gateway holds but has not sent yet.
 PENDING_CODES = frozenset({1, 2, 3})
 
-STATUS_TITLES = {
+#: The gateway's words for each code (``status_description`` in ``getsmsstatus`` answers).
+GATEWAY_DESCRIPTIONS = {
     1: "New",
-    2: "Taken from server by the phone",
+    2: "Taken from server",
     3: "Queued for sending",
     5: "Incoming",
-    6: "Sent by phone",
+    6: "Sent",
     7: "Delivered",
     8: "Not delivered",
     9: "Not sent: generic failure",
@@ -80,6 +81,12 @@ STATUS_TITLES = {
     12: "Not sent: radio off",
     100: "Not sent: not allowed",
     101: "Not sent: not allowed at all",
+}
+#: relay's words for a code the gateway gave without any.
+STATUS_TITLES = {
+    **GATEWAY_DESCRIPTIONS,
+    2: "Taken from server by the phone",
+    6: "Sent by phone",
 }
 
 

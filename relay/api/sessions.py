@@ -19,7 +19,6 @@ under another key.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -28,7 +27,8 @@ from typing import Any
 from fastapi import Request
 
 from relay.api.errors import ApiError
-from relay.apikeys import ApiKey, ApiKeys
+from relay.apikeys import ApiKey, ApiKeys, digest, stored_digest
+from relay.connection import text
 from relay.context import Context
 
 COOKIE = "relay_session"
@@ -39,16 +39,6 @@ SESSION_TTL_S = 8 * 3600
 LOGIN_TTL_S = 3600
 """How long a login form's token stays valid."""
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def new_token() -> str:
@@ -84,12 +74,12 @@ class Sessions:
             return None
         sid, csrf = new_token(), new_token()
         record: dict[str | bytes, str | bytes | int | float] = {
-            "key": _digest(plaintext),
+            "key": digest(plaintext),
             "name": key.name,
             "csrf": csrf,
             "created": self.ctx.now_ms(),
         }
-        name = self.keys.session(_digest(sid))
+        name = self.keys.session(digest(sid))
         with self.ctx.conn.pipeline(transaction=True) as pipe:
             pipe.hset(name, mapping=record)  # type: ignore[arg-type]
             pipe.expire(name, SESSION_TTL_S)
@@ -101,20 +91,20 @@ class Sessions:
         none (expired, ended) or its key was revoked."""
         if not sid or len(sid) > 100:
             return None
-        raw: dict[Any, Any] = self.ctx.conn.hgetall(self.keys.session(_digest(sid)))
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        raw: dict[Any, Any] = self.ctx.conn.hgetall(self.keys.session(digest(sid)))
+        fields = {text(k): text(v) for k, v in raw.items()}
         key_digest = fields.get("key", "")
         if not key_digest:
             return None
         stored: dict[Any, Any] = self.ctx.conn.hgetall(self.keys.apikey(key_digest))
-        if not stored or not same(_text(stored.get(b"digest") or stored.get("digest")), key_digest):
+        if not stored or not same(stored_digest(stored), key_digest):
             return None
         return Session(ApiKey.from_hash(stored), fields.get("csrf", ""))
 
     def end(self, sid: str) -> None:
         """Forget the session of cookie value ``sid`` (logging out)."""
         if sid and len(sid) <= 100:
-            self.ctx.conn.delete(self.keys.session(_digest(sid)))
+            self.ctx.conn.delete(self.keys.session(digest(sid)))
 
 
 def session_of(request: Request, ctx: Context) -> Session | None:

@@ -30,7 +30,7 @@ import httpx
 import redis
 
 from relay.closing import Closing
-from relay.connection import delete_prefix
+from relay.connection import delete_matching, delete_prefix
 from relay.errors import ConfigError
 from relay.log import get_logger
 from relay.settings import Settings, load_settings, settings_env
@@ -100,15 +100,8 @@ class Scope:
         conn = self.conn()
         try:
             deleted = delete_prefix(conn, self.prefix)
-            for pattern in [f"rq:*{q}*" for q in self.extra_queues]:
-                batch: list[bytes] = []
-                for key in conn.scan_iter(match=pattern, count=5000):
-                    batch.append(key)
-                    if len(batch) >= 2000:
-                        deleted += int(conn.unlink(*batch))
-                        batch = []
-                if batch:
-                    deleted += int(conn.unlink(*batch))
+            for queue in self.extra_queues:
+                deleted += delete_matching(conn, f"rq:*{queue}*")
             return deleted
         finally:
             conn.close()

@@ -35,7 +35,7 @@ from relay.bench.env import (
     workers_registered,
 )
 from relay.bench.ledger import check_pacing, flow
-from relay.bench.report import Measurement, Row, fmt
+from relay.bench.report import Measurement, Row, Target, fmt
 from relay.core import Relay
 
 WAIT_S = 600.0
@@ -106,6 +106,11 @@ def run(cfg: BenchConfig, count: int, fleet: Fleet, n: int, *, queued: bool) -> 
     }
 
 
+def _pacing_target(m: Measurement, what: str, r: dict[str, Any]) -> Target:
+    """The target of run ``r``: no pacing violation."""
+    return m.target(f"pacing violations, {what}", r["pacing"]["violations"], 0, at_least=False)
+
+
 def measure(cfg: BenchConfig) -> Measurement:
     """One run per worker count; each must keep pacing exactly."""
     m = Measurement("scaleout")
@@ -124,12 +129,7 @@ def measure(cfg: BenchConfig) -> Measurement:
     }
     for r in runs:
         held = r["pacing"]["held"]
-        t = m.target(
-            f"pacing violations, {r['workers']} workers",
-            r["pacing"]["violations"],
-            0,
-            at_least=False,
-        )
+        t = _pacing_target(m, f"{r['workers']} workers", r)
         m.rows.append(
             Row(
                 f"{r['workers']} worker(s): msgs/s",
@@ -140,12 +140,7 @@ def measure(cfg: BenchConfig) -> Measurement:
                 t,
             )
         )
-    t = m.target(
-        f"pacing violations, pacing-bound run ({paced['workers']} workers)",
-        paced["pacing"]["violations"],
-        0,
-        at_least=False,
-    )
+    t = _pacing_target(m, f"pacing-bound run ({paced['workers']} workers)", paced)
     m.rows.append(
         Row(
             f"pacing-bound: {slow.devices} phones x 1 SMS/{slow.each:g} s",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from relay.bench.config import MEASURES
+from relay.bench.config import MEASURES, BenchConfig
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -90,11 +90,17 @@ def bench(
     with ExitStack() as stack:
         if redis_url == EMBEDDED:
             redis_url = _embedded(stack, console)
+        cfg = BenchConfig.for_mode(
+            "tiny" if tiny else "quick" if quick else "full",
+            redis_url=redis_url,
+            measures=tuple(m for m in MEASURES if not only or m in only),
+            log_dir=log_dir or Path(tempfile.mkdtemp(prefix="relay-bench-")),
+            profile_dir=profile_dir,
+        )
         if soak_minutes is not None:
-            mode = "tiny" if tiny else "quick" if quick else "full"
-            _soak(redis_url, mode, soak_minutes, soak_load, json_out, log_dir, console)
+            _soak(cfg, soak_minutes, soak_load, json_out, console)
             return
-        _bench(redis_url, quick, tiny, json_out, only, profile_dir, log_dir, console)
+        _bench(cfg, json_out, console)
 
 
 def _embedded(stack: ExitStack, console: Console) -> str:
@@ -110,33 +116,15 @@ def _embedded(stack: ExitStack, console: Console) -> str:
     return server.url
 
 
-def _bench(
-    redis_url: str,
-    quick: bool,
-    tiny: bool,
-    json_out: Path,
-    only: tuple[str, ...],
-    profile_dir: Path | None,
-    log_dir: Path | None,
-    console: Console,
-) -> None:
+def _bench(cfg: BenchConfig, json_out: Path, console: Console) -> None:
     from relay.bench.report import Measurement, fmt, render
-    from relay.bench.suite import BenchConfig, BenchError, run
-
-    mode = "tiny" if tiny else "quick" if quick else "full"
-    cfg = BenchConfig.for_mode(
-        mode,
-        redis_url=redis_url,
-        measures=tuple(m for m in MEASURES if not only or m in only),
-        log_dir=log_dir or Path(tempfile.mkdtemp(prefix="relay-bench-")),
-        profile_dir=profile_dir,
-    )
+    from relay.bench.suite import BenchError, run
 
     def progress(m: Measurement) -> None:
         status = "failed: " + m.error if m.error else "done"
         console.print(f"[dim]{m.name}: {status} in {fmt(m.seconds, ' s')}[/dim]")
 
-    console.print(f"[dim]relay bench ({mode}) on {redis_url}; logs in {cfg.log_dir}[/dim]")
+    console.print(f"[dim]relay bench ({cfg.mode}) on {cfg.redis_url}; logs in {cfg.log_dir}[/dim]")
     try:
         results = run(cfg, on_done=progress)
     except BenchError as exc:
@@ -149,27 +137,16 @@ def _bench(
 
 
 def _soak(
-    redis_url: str,
-    mode: str,
-    minutes: float,
-    load: int | None,
-    json_out: Path,
-    log_dir: Path | None,
-    console: Console,
+    cfg: BenchConfig, minutes: float, load: int | None, json_out: Path, console: Console
 ) -> None:
     import json
 
     from relay.bench.env import check_real_redis
     from relay.bench.soak import SoakRun, soak
-    from relay.bench.suite import BenchConfig, BenchError
+    from relay.bench.suite import BenchError
 
-    cfg = BenchConfig.for_mode(
-        mode,
-        redis_url=redis_url,
-        log_dir=log_dir or Path(tempfile.mkdtemp(prefix="relay-soak-")),
-    )
     try:
-        check_real_redis(redis_url)
+        check_real_redis(cfg.redis_url)
     except BenchError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -177,7 +154,7 @@ def _soak(
         click.echo(run.line())
 
     console.print(
-        f"[dim]relay bench --soak {minutes:g} ({mode} latency scenario) on {redis_url}; "
+        f"[dim]relay bench --soak {minutes:g} ({cfg.mode} latency scenario) on {cfg.redis_url}; "
         f"logs in {cfg.log_dir}[/dim]"
     )
     result = soak(cfg, minutes, load=load, on_run=show)

@@ -16,7 +16,8 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from relay.cli.common import EXIT_RUNTIME, EXIT_USAGE, fail, open_context, print_json, stdout
+from relay.cli.common import EXIT_RUNTIME, EXIT_USAGE, fail, open_context
+from relay.cli.render import print_listing, titled_table
 
 if TYPE_CHECKING:
     from relay.context import Context
@@ -41,20 +42,13 @@ def list_command(as_json: bool, limit: int | None) -> None:
     with open_context() as ctx:
         rows = list_dead(ctx, limit)
         total = count_dead(ctx)
-    if as_json:
-        print_json([row.to_dict() for row in rows])
-        return
-    if not rows:
-        click.echo("No rejected messages.", err=True)
-        return
-    stdout().print(_table(rows, total))
+    print_listing(rows, as_json, "No rejected messages.", lambda: _table(rows, total))
 
 
 def _table(rows: Sequence[DeadMessage], total: int) -> Table:
     shown = f"{len(rows)} of {total}" if total > len(rows) else str(total)
-    table = Table(title=f"Rejected messages ({shown})", title_justify="left")
-    for name in ("id", "rejected at", "device/sim", "to", "attempts", "gateway said"):
-        table.add_column(name, overflow="fold")
+    columns = ("id", "rejected at", "device/sim", "to", "attempts", "gateway said")
+    table = titled_table(f"Rejected messages ({shown})", columns, overflow="fold")
     for row in rows:
         m = row.message
         when = row.rejected_at.strftime("%Y-%m-%d %H:%M:%S")

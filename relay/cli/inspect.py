@@ -11,7 +11,7 @@ from rich.console import RenderableType
 from rich.table import Table
 
 from relay.cli.common import open_context, open_relay, print_json, stdout
-from relay.cli.render import message_table, stats_view
+from relay.cli.render import message_table, stats_view, titled_table
 from relay.clock import Clock
 
 if TYPE_CHECKING:
@@ -106,21 +106,22 @@ def _plain(item: Any) -> dict[str, Any]:
     return {"device": str(item)}
 
 
+_DEVICE_COLUMNS = (
+    "device",
+    "title",
+    "online",
+    "last seen",
+    "each SMS (gw)",
+    "poll (gw)",
+    "sim",
+    "interval in use",
+    "burst",
+)
+
+
 def _devices_table(rows: list[dict[str, Any]]) -> Table:
     """One row per device and SIM: the gateway's delays and the pace relay uses."""
-    table = Table(title="Devices", title_justify="left")
-    for name in (
-        "device",
-        "title",
-        "online",
-        "last seen",
-        "each SMS (gw)",
-        "poll (gw)",
-        "sim",
-        "interval in use",
-        "burst",
-    ):
-        table.add_column(name, justify="right" if name in ("device", "sim", "burst") else "left")
+    table = titled_table("Devices", _DEVICE_COLUMNS, right=("device", "sim", "burst"))
     for row in rows:
         sims = row.get("sims") or {"-": {}}
         for sim, pace in sims.items():

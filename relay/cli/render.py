@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import click
 from rich.console import Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from relay.cli.common import print_json, stdout
 from relay.states import State
 
 if TYPE_CHECKING:
@@ -77,23 +79,48 @@ def _online(value: bool | None) -> str:
     return "[green]yes[/]" if value else "[red]no[/]"
 
 
+def titled_table(
+    title: str, columns: Sequence[str], *, right: Collection[str] = (), **options: Any
+) -> Table:
+    """An empty table titled at its top left: ``columns`` (those in ``right`` right-aligned,
+    the others left-aligned), each with ``options`` (``rich``'s ``add_column`` arguments)."""
+    table = Table(title=title, title_justify="left")
+    for name in columns:
+        table.add_column(name, justify="right" if name in right else "left", **options)
+    return table
+
+
+def print_listing(
+    items: Sequence[Any], as_json: bool, empty: str, table: Callable[[], Table]
+) -> None:
+    """A list command's output: with ``as_json`` a JSON array of the items' ``to_dict()``;
+    otherwise ``empty`` on stderr when there are none, else ``table()`` on stdout."""
+    if as_json:
+        print_json([item.to_dict() for item in items])
+    elif not items:
+        click.echo(empty, err=True)
+    else:
+        stdout().print(table())
+
+
+_LANE_COLUMNS = (
+    "device",
+    "sim",
+    "urgent",
+    "bulk",
+    "scheduled",
+    "in flight",
+    "verifying",
+    "awaiting status",
+    "oldest queued",
+    "next send",
+    "online",
+)
+
+
 def lanes_table(stats: Stats) -> Table:
     """One row per device/SIM."""
-    table = Table(title="Lanes", title_justify="left")
-    for name in (
-        "device",
-        "sim",
-        "urgent",
-        "bulk",
-        "scheduled",
-        "in flight",
-        "verifying",
-        "awaiting status",
-        "oldest queued",
-        "next send",
-        "online",
-    ):
-        table.add_column(name, justify="left" if name in ("next send", "online") else "right")
+    table = titled_table("Lanes", _LANE_COLUMNS, right=_LANE_COLUMNS[:-2])  # all but the last two
     for lane in stats.lanes:
         table.add_row(*_lane_row(lane, stats.at))
     if stats.lanes:

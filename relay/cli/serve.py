@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import click
 
-from relay.cli.common import fail, open_context, print_json, state, stdout
+from relay.cli.common import fail, open_context, print_json, state
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from relay.apikeys import ApiKey
 
 
 @click.command("serve")
@@ -66,27 +74,24 @@ def create(name: str, scope: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the keys as a JSON array.")
 def list_keys(as_json: bool) -> None:
     """Every key: name, scopes, created, last used (never the key)."""
-    from rich.table import Table
-
     from relay.apikeys import ApiKeys
-    from relay.clock import from_ms
+    from relay.cli.render import print_listing
 
     with open_context() as ctx:
         keys = ApiKeys(ctx).list()
-    if as_json:
-        print_json([k.to_dict() for k in keys])
-        return
-    if not keys:
-        click.echo("No API keys.", err=True)
-        return
-    table = Table(title="API keys", title_justify="left")
-    for column in ("name", "scopes", "created", "last used"):
-        table.add_column(column)
+    print_listing(keys, as_json, "No API keys.", lambda: _keys_table(keys))
+
+
+def _keys_table(keys: Sequence[ApiKey]) -> Table:
+    from relay.cli.render import titled_table
+    from relay.clock import from_ms
+
+    table = titled_table("API keys", ("name", "scopes", "created", "last used"))
     for k in keys:
         used = from_ms(k.last_used_ms).strftime("%Y-%m-%d %H:%M") if k.last_used_ms else "never"
         created = from_ms(k.created_ms).strftime("%Y-%m-%d %H:%M")
         table.add_row(k.name, ", ".join(sorted(k.scopes)), created, used)
-    stdout().print(table)
+    return table
 
 
 @apikey.command("revoke")

@@ -22,15 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay import scripts
+from relay.connection import maybe_text, text
 from relay.context import Context
 from relay.ids import id_time_ms
 
 #: Index members read per round trip when listing.
 PAGE = 1000
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +43,7 @@ def _entries(page: Any) -> list[Entry]:
     """Entries of a ZRANGE ... WITHSCORES reply."""
     out = []
     for member, score in page:
-        number, _, msg_id = _text(member).partition(":")
+        number, _, msg_id = text(member).partition(":")
         out.append(Entry(int(number), msg_id, int(score)))
     return out
 
@@ -71,12 +68,12 @@ class DropinIds:
     def lookup(self, number: int) -> str | None:
         """The relay id of integer id ``number`` (None: never issued, or pruned)."""
         value = self.ctx.conn.hget(self.keys.dropin_ids, str(number))
-        return None if value is None else _text(value)
+        return maybe_text(value)
 
     def devices(self) -> list[int]:
         """Every device that has drop-in messages, in ascending order."""
         members = self.ctx.conn.smembers(self.keys.dropin_devices)
-        return sorted(int(_text(m)) for m in members if _text(m).lstrip("-").isdigit())
+        return sorted(int(text(m)) for m in members if text(m).lstrip("-").isdigit())
 
     def entries(
         self, dev: int, begin_ms: int | None = None, end_ms: int | None = None, desc: bool = False

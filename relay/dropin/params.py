@@ -23,12 +23,11 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email import policy
-from email.parser import BytesParser
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
 from relay.errors import DropinRefused
+from relay.multipart import NoParts, Unreadable, Upload, read_parts
 
 _INT = re.compile(r"[+-]?[0-9]{1,19}")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -42,19 +41,6 @@ _NUMBER_START_PLUS = re.compile(r"(^|,|%2[cC])((?:\+|%20)*)\+(?=[1-9])")
 
 class BadRequest(ValueError):
     """The request body cannot be read as the content type it claims (its text says why)."""
-
-
-@dataclass(frozen=True)
-class Upload:
-    """A file part of a multipart request."""
-
-    filename: str
-    content_type: str
-    data: bytes = field(repr=False)
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
 
 
 @dataclass(frozen=True)
@@ -164,27 +150,20 @@ def _unquote(raw: str) -> str:
 
 def parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, Upload]]:
     """Text fields and file parts of a ``multipart/form-data`` body."""
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
     try:
-        message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
-    except (ValueError, LookupError) as exc:
+        parts = read_parts(content_type, body)
+    except Unreadable as exc:
         raise BadRequest(f"the multipart body cannot be read: {exc}") from None
-    if not message.is_multipart():
-        raise BadRequest("the multipart body has no parts (or no boundary)")
+    except NoParts as exc:
+        raise BadRequest(f"the multipart body has {exc}") from None
     fields: dict[str, str] = {}
     files: dict[str, Upload] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str):
-            continue
-        payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else b""
-        filename = part.get_filename()
-        if filename is not None:
-            files[canonical(name)] = Upload(filename, part.get_content_type(), data)
+    for part in parts:
+        if part.upload is not None:
+            files[canonical(part.name)] = part.upload
             continue
         try:
-            fields[name] = data.decode(part.get_content_charset() or "utf-8")
+            fields[part.name] = part.data.decode(part.charset or "utf-8")
         except (UnicodeDecodeError, LookupError):
-            raise BadRequest(f"multipart field {name!r} is not text in its charset") from None
+            raise BadRequest(f"multipart field {part.name!r} is not text in its charset") from None
     return fields, files

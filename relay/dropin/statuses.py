@@ -18,27 +18,20 @@ permissions). The words tell the cause.
 
 from __future__ import annotations
 
-from relay.states import DELIVERED_CODE, FAILED_CODES, PENDING_CODES, SENT_CODE, State
+from relay.states import (
+    DELIVERED_CODE,
+    FAILED_CODES,
+    GATEWAY_DESCRIPTIONS,
+    PENDING_CODES,
+    SENT_CODE,
+    State,
+)
 from relay.store import Message
 
 NEW = 1
 RELAY_ENDING = 9
 #: The words of each code when relay has none from the gateway (``getsmsstatus`` style).
-DESCRIPTIONS = {
-    1: "New",
-    2: "Taken from server",
-    3: "Queued for sending",
-    5: "Incoming",
-    6: "Sent",
-    7: "Delivered",
-    8: "Not delivered",
-    9: "Not sent: generic failure",
-    10: "Not sent: no service",
-    11: "Not sent: null PDU",
-    12: "Not sent: radio off",
-    100: "Not sent: not allowed",
-    101: "Not sent: not allowed at all",
-}
+DESCRIPTIONS = GATEWAY_DESCRIPTIONS
 _HELD = frozenset({State.SCHEDULED, State.QUEUED, State.SUBMITTING, State.UNKNOWN})
 _ENDINGS = {
     State.REJECTED: "Not sent: rejected by the gateway",

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from relay import scripts
+from relay.connection import text
 from relay.states import State
 from relay.store import created_ms
 
@@ -85,12 +86,7 @@ class Latency:
     p99_ms: int | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "minutes": self.minutes,
-            "count": self.count,
-            "p50_ms": self.p50_ms,
-            "p99_ms": self.p99_ms,
-        }
+        return asdict(self)
 
 
 def percentile(ordered: Sequence[int], pct: float) -> int | None:
@@ -128,12 +124,8 @@ def read_history(ctx: Context, minutes: int = 60) -> dict[str, Any]:
     }
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _row(minute: int, raw: dict[Any, Any]) -> dict[str, int]:
-    got = {_text(k): int(v) for k, v in raw.items()}
+    got = {text(k): int(v) for k, v in raw.items()}
     return {"minute": minute * 60, **{s.value: got.get(s.value, 0) for s in STATES}}
 
 

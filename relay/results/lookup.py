@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from relay.connection import text
 from relay.context import Context
 from relay.dropin.ids import DropinIds
 from relay.ids import ID_LENGTH
@@ -162,11 +163,7 @@ def _pages(ctx: Context, budget: int) -> Iterator[list[Event]]:
         left -= len(entries)
         if len(entries) < count:
             return
-        upper = "(" + _text(entries[-1][0])
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        upper = "(" + text(entries[-1][0])
 
 
 def _matching(ctx: Context, ids: Sequence[str], phone: str) -> list[Message]:
@@ -179,6 +176,6 @@ def _matching(ctx: Context, ids: Sequence[str], phone: str) -> list[Message]:
     hits = [
         msg_id
         for msg_id, sendto in zip(ids, pipe.execute(), strict=True)
-        if sendto is not None and _digits(_text(sendto)).endswith(phone)
+        if sendto is not None and _digits(text(sendto)).endswith(phone)
     ]
     return [m for m in ctx.store.get_many(hits) if m is not None]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from relay.multipart import Upload
 from relay.simulator import forms
 from relay.simulator.dates import date_object, parse_date, zone
 from relay.simulator.devices import device_record
@@ -27,15 +28,6 @@ from relay.simulator.query import SmsQuery, getallsms_answer
 Answer = dict[str, Any]
 SAVED = "Sms has been saved successfully"
 IMAGE_TYPES = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gif": "gif"}
-
-
-@dataclass(frozen=True)
-class Upload:
-    """A file part of a multipart request."""
-
-    filename: str
-    content_type: str
-    data: bytes
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from relay.states import GATEWAY_DESCRIPTIONS
+
 NEW = 1
 TAKEN = 2
 QUEUED = 3
@@ -46,21 +48,7 @@ STATUS_TITLES: dict[int, str] = {
 }
 """``statustitle`` in ``getallsms`` records (lower case, as the public examples show)."""
 
-STATUS_DESCRIPTIONS: dict[int, str] = {
-    NEW: "New",
-    TAKEN: "Taken from server",
-    QUEUED: "Queued for sending",
-    INCOMING: "Incoming",
-    SENT: "Sent",
-    DELIVERED: "Delivered",
-    NOT_DELIVERED: "Not delivered",
-    9: "Not sent: generic failure",
-    10: "Not sent: no service",
-    11: "Not sent: null PDU",
-    12: "Not sent: radio off",
-    100: "Not sent: not allowed",
-    101: "Not sent: not allowed at all",
-}
+STATUS_DESCRIPTIONS: dict[int, str] = GATEWAY_DESCRIPTIONS
 """``status_description`` in ``getsmsstatus`` answers."""
 
 _NON_DIGITS = re.compile(r"\D+")

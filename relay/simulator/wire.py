@@ -8,12 +8,10 @@ from __future__ import annotations
 import binascii
 import json
 import re
-from email import policy
-from email.parser import BytesParser
 from typing import Any
 from urllib.parse import unquote_plus
 
-from relay.simulator.api import Upload
+from relay.multipart import NoParts, Upload, read_parts
 
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -68,23 +66,17 @@ def unquote_form(value: str) -> str:
 
 def parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, Upload]]:
     """Split a ``multipart/form-data`` body into text fields and file parts."""
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
-    message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
-    if not message.is_multipart():
-        raise BadBody("multipart body without parts")
+    try:
+        parts = read_parts(content_type, body)
+    except NoParts:
+        raise BadBody("multipart body without parts") from None
     fields: dict[str, str] = {}
     files: dict[str, Upload] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str):
-            continue
-        payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else b""
-        filename = part.get_filename()
-        if filename is not None:
-            files[name] = Upload(filename, part.get_content_type(), data)
+    for part in parts:
+        if part.upload is not None:
+            files[part.name] = part.upload
         else:
-            fields[name] = data.decode(part.get_content_charset() or "utf-8", "replace")
+            fields[part.name] = part.data.decode(part.charset or "utf-8", "replace")
     return fields, files
 
 
