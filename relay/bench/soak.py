@@ -104,14 +104,7 @@ class SoakResult:
         return sum(r.stalls for r in self.runs)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "minutes": self.minutes,
-            "load_processes": self.load_processes,
-            "runs": [asdict(r) for r in self.runs],
-            "sent": self.sent,
-            "missing": self.missing,
-            "stalls": self.stalls,
-        }
+        return asdict(self) | {"sent": self.sent, "missing": self.missing, "stalls": self.stalls}
 
 
 def soak(
