@@ -68,11 +68,14 @@ class Relay(Closing):
         customerid: int | None = None,
         timetosend: TimeToSend = None,
         key: str | None = None,
+        ttl: float | None = None,
     ) -> str:
         """Queue one message (scheduled when ``timetosend`` is in the future); return its id.
 
         With ``key`` seen before (within ``RELAY_IDEMPOTENCY_TTL``), return the first id
-        and store nothing. Raises :class:`relay.errors.ValidationError` naming the field.
+        and store nothing. ``ttl``: seconds from now within which it must be submitted,
+        else it ends ``expired`` (default ``RELAY_DEFAULT_TTL``). Raises
+        :class:`relay.errors.ValidationError` naming the field.
         """
         return self.producer.send(
             sendto,
@@ -83,6 +86,7 @@ class Relay(Closing):
             customerid=customerid,
             timetosend=timetosend,
             key=key,
+            ttl=ttl,
         )
 
     def send_many(

@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from relay import presence
 from relay.connection import text
 from relay.errors import RelayError
 from relay.lanes import device_sims
@@ -44,8 +45,6 @@ SYNC_FAILED = "sync-failed"
 """Holds the refresh lease after a failed sync, until the retry is due."""
 RETRY_SECONDS = 30.0
 """After a failed sync, the next attempt waits this long (or ``device_refresh`` if shorter)."""
-ONLINE_MIN_S = 60.0
-"""A device counts as online when it polled within max(this, 3 polls) of the sync."""
 MAX_DELAY_S = 86400.0
 """A gateway delay beyond this (or not finite) is garbage: the defaults apply instead."""
 
@@ -179,18 +178,13 @@ class StoredDevice:
         slots = self.data.get("siminfo") or []
         return {int(s["slot"]) for s in slots if isinstance(s, dict) and "slot" in s}
 
-    def online(self, now: float) -> bool | None:
+    def online(self, settings: Settings, now: float) -> bool | None:
         """Online as of the sync (its ``online`` flag), else from a recent ``lastseen``."""
         flag = self.data.get("online")
         if isinstance(flag, bool):
             return flag
         seen = self.lastseen
-        return None if seen is None else is_recent(seen, self.poll, now)
-
-
-def is_recent(seen: datetime, poll: float | None, now: float) -> bool:
-    """Whether a phone last seen at ``seen`` (polling every ``poll`` s) counts as online."""
-    return now - seen.timestamp() <= max(ONLINE_MIN_S, 3 * (poll or 0.0))
+        return None if seen is None else presence.is_online(settings, seen, self.poll, now)
 
 
 def stored_device(ctx: Context, dev: int) -> StoredDevice | None:
@@ -228,7 +222,8 @@ def sync_devices(ctx: Context) -> list[Device]:
     """
     devices = ctx.gateway.get_all_devices()
     now = ctx.clock.now()
-    mapping: dict[Any, Any] = {str(d.id): json.dumps(_device_json(d, now)) for d in devices}
+    stored = {d.id: _device_json(ctx.settings, d, now) for d in devices}
+    mapping: dict[Any, Any] = {str(dev): json.dumps(data) for dev, data in stored.items()}
     with ctx.conn.pipeline(transaction=True) as pipe:
         pipe.delete(ctx.keys.devices)
         if mapping:
@@ -236,24 +231,24 @@ def sync_devices(ctx: Context) -> list[Device]:
         pipe.set(ctx.keys.devices_synced, ctx.now_ms())
         pipe.execute()
     forget_cache(ctx.keys.prefix)
+    presence.record(ctx, [_presence(d, stored[d.id]["online"]) for d in devices])
     log.info("devices.synced", devices=len(devices))
     return devices
 
 
-def _device_json(device: Device, now: float) -> dict[str, Any]:
+def _device_json(settings: Settings, device: Device, now: float) -> dict[str, Any]:
     """The stored form: the gateway's fields (JSON types) plus ``online`` as of the sync."""
     data = device.model_dump(mode="json")
-    data["online"] = _online(device, now)
+    data["online"] = presence.is_online(settings, device.lastseen, device.delaybetweenrequest, now)
     return data
 
 
-def _online(device: Device, now: float) -> bool:
+def _presence(device: Device, online: bool) -> presence.Presence:
     seen = device.lastseen
-    if seen is None:
-        return False
-    if seen.tzinfo is None:
+    if seen is not None and seen.tzinfo is None:
         seen = seen.replace(tzinfo=UTC)
-    return is_recent(seen, device.delaybetweenrequest, now)
+    seen_ms = None if seen is None else int(seen.timestamp() * 1000)
+    return presence.Presence(device.id, online, seen_ms)
 
 
 def refresh_if_stale(ctx: Context, *, owner: str | None = None) -> bool:
@@ -322,6 +317,7 @@ class DeviceView:
     """One device as ``relay devices`` shows it: the gateway's view and the pace in use.
 
     ``known`` is False for a device relay has lanes for but the gateway did not list.
+    ``offline``: the device is in ``Keys.offline`` (messages addressed to it are held).
     ``paces`` holds the pace of every SIM slot the device reports or relay has used.
     """
 
@@ -333,6 +329,7 @@ class DeviceView:
     delaybetweeneachsms: float | None
     delaybetweenrequest: float | None
     paces: dict[int, Pace] = field(default_factory=dict)
+    offline: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``relay devices --json``)."""
@@ -341,6 +338,7 @@ class DeviceView:
             "title": self.title,
             "known": self.known,
             "online": self.online,
+            "offline": self.offline,
             "lastseen": self.lastseen.isoformat() if self.lastseen else None,
             "delaybetweeneachsms": self.delaybetweeneachsms,
             "delaybetweenrequest": self.delaybetweenrequest,
@@ -361,11 +359,12 @@ def list_devices(ctx: Context, sync: bool = True) -> list[DeviceView]:
     if sync:
         sync_devices(ctx)
     stored = stored_devices(ctx)
+    offline = presence.offline_devices(ctx)
     used: dict[int, set[int]] = {}
     for pair in device_sims(ctx.conn, ctx.keys):
         used.setdefault(pair.device, set()).add(pair.sim)
     return [
-        _view(ctx, dev, stored.get(dev), used.get(dev, set()))
+        replace(_view(ctx, dev, stored.get(dev), used.get(dev, set())), offline=dev in offline)
         for dev in sorted(stored.keys() | used.keys())
     ]
 
@@ -378,7 +377,7 @@ def _view(ctx: Context, dev: int, stored: StoredDevice | None, used: set[int]) -
         id=dev,
         title=stored.title if stored else None,
         known=stored is not None,
-        online=stored.data.get("online") if stored else None,
+        online=stored.online(ctx.settings, ctx.clock.now()) if stored else None,
         lastseen=stored.lastseen if stored else None,
         delaybetweeneachsms=each,
         delaybetweenrequest=poll,

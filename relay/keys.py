@@ -52,6 +52,11 @@ class Keys:
         return f"{self.prefix}:sched-due"
 
     @property
+    def deadlines(self) -> str:
+        """Sorted set: id → ttl deadline (ms) of queued or scheduled messages that have one."""
+        return f"{self.prefix}:deadlines"
+
+    @property
     def lanes(self) -> str:
         """Set: every device/SIM member (``dev:sim``) that ever held a message."""
         return f"{self.prefix}:lanes"
@@ -82,6 +87,11 @@ class Keys:
     def devices(self) -> str:
         """Hash: device id → JSON of the device as last seen in getalldevices."""
         return f"{self.prefix}:devices"
+
+    @property
+    def offline(self) -> str:
+        """Set: ids (decimal) of the devices the last sync found offline (``relay.presence``)."""
+        return f"{self.prefix}:offline"
 
     @property
     def devices_synced(self) -> str:

@@ -22,6 +22,8 @@ hashes         :func:`relay.store.read_records`
 match          :func:`relay.reconcile.lookup.record_matches`
 unpend         :func:`relay.reconcile.apply.unpend`
 lease          :class:`relay.processes.Lease`
+presence       :func:`relay.presence.record`
+expire         :func:`relay.dispatch.expiry.expire_due`
 =============  ==================================================================
 """
 

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     )
     body_max: int = Field(4096, gt=0, description="Longest accepted message body, in characters.")
     idempotency_ttl: int = Field(86400, gt=0, description="Seconds a send `key` is remembered.")
+    default_ttl: float | None = Field(
+        None, gt=0, description="Seconds a message without its own ttl may wait to be submitted."
+    )
 
     # --- dispatch
     batch_max: int = Field(
@@ -106,7 +109,13 @@ class Settings(BaseSettings):
         description='Per-device send interval overrides, JSON: {"260": 2.5, "260:1": 4}.',
     )
     device_refresh: float = Field(
-        300.0, gt=0, description="Seconds between getalldevices refreshes."
+        30.0, gt=0, description="Seconds between getalldevices refreshes (offline detection)."
+    )
+    device_offline_after: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds since a device's lastseen after which it is offline "
+        "(never under 3 of its polls).",
     )
     inflight_timeout: float = Field(
         120.0,

@@ -55,8 +55,9 @@ ALLOWED_FROM: dict[State, frozenset[State]] = {
     State.FAILED: frozenset({State.SUBMITTED, State.SENT}),
     State.REJECTED: frozenset({State.SUBMITTING, State.UNKNOWN}),
     State.CANCELLED: WAITING_STATES,
-    # no final code within the status TTL
-    State.EXPIRED: frozenset({State.SUBMITTED}),
+    # no final code within the status TTL; or not submitted within its own ttl (a message
+    # that reached the gateway never expires that way)
+    State.EXPIRED: WAITING_STATES | {State.SUBMITTED},
 }
 
 #: Gateway status codes (docs/gateway-api.md) that end a message as ``failed``.

@@ -7,7 +7,8 @@ A record is a small hash at ``Keys.msg(id)`` with the gateway's field names:
 each step; ``t_queued`` the first queueing), ``t_requeued`` (ms of the last return to a
 lane), ``sms_id``, ``status``, ``statustitle``, ``error``, ``attempts``, ``batch``,
 ``checked`` (ms of the last ``getsmsstatus``), ``dropin_id`` (the integer id the
-``/getdata/`` front answered for it, if it came that way).
+``/getdata/`` front answered for it, if it came that way), ``exp`` (ms: the deadline of its
+``ttl``; not submitted by then, it ends ``expired``; absent without a ttl).
 
 Nothing is stored that is empty or derivable: ``sim`` 0, ``urgent`` 0, ``final`` 0,
 ``attempts`` 0 and the creation time (``t_queued`` or ``t_scheduled``: the id's own time,
@@ -42,6 +43,8 @@ AGAIN_FIELD = {State.QUEUED: ("t_requeued", State.SCHEDULED)}
 """A state whose time field differs on a return: (that field, the one state the first move
 comes from). ``queued`` is first reached from ``scheduled`` (or at creation); any other move
 to it is a return to the lane."""
+DEADLINE_FIELD = "exp"
+"""The record field holding a message's ttl deadline (ms), when it has one."""
 READ_CHUNK = 1000
 """Records read per script call (``lua/hashes.lua``, ``lua/records.lua``): Redis is never
 held long by one call, and all the calls of one read go in one round trip."""
@@ -69,6 +72,7 @@ class Message:
     attempts: int = 0
     times: dict[str, datetime] = field(default_factory=dict)
     dropin_id: int | None = None
+    expires: datetime | None = None
 
     @classmethod
     def from_hash(cls, msg_id: str, raw: Mapping[Any, Any]) -> Message:
@@ -102,6 +106,7 @@ class Message:
             attempts=opt_int("attempts") or 0,
             times=times,
             dropin_id=opt_int("dropin_id"),
+            expires=from_ms(deadline) if (deadline := opt_int(DEADLINE_FIELD)) else None,
         )
 
     @property
@@ -129,6 +134,7 @@ class Message:
             "statustitle": self.statustitle,
             "error": self.error,
             "attempts": self.attempts,
+            "expires": self.expires.isoformat() if self.expires else None,
             "times": {
                 k: v.isoformat() for k, v in sorted(self.times.items(), key=lambda kv: kv[1])
             },
@@ -212,6 +218,7 @@ class Store:
         rem_index: str = "",
         final: bool | None = None,
         open_only: bool = False,
+        due_only: bool = False,
     ) -> list[str]:
         """Move ``ids`` whose state is in ``allowed`` to ``to``; returns the ids that changed.
 
@@ -221,12 +228,13 @@ class Store:
         ``t_queued`` and sets ``t_requeued``), ``fields`` and the message's ``per_message``
         entry, moves the state counts and adds one event to the stream, atomically.
         ``add_index`` / ``rem_index`` name sorted sets each changed id joins (score now)
-        or leaves.
+        or leaves. With ``due_only`` only messages on ``Keys.deadlines`` whose ttl deadline
+        has passed move, and they leave it (``rem_index``).
         """
         if not ids:
             return []
         keys, args = self._transition_call(
-            ids, to, allowed, fields, per_message, add_index, rem_index, final, open_only
+            ids, to, allowed, fields, per_message, add_index, rem_index, final, open_only, due_only
         )
         return changed_ids(ids, scripts.call(self.conn, "transition", keys, args))
 
@@ -242,10 +250,11 @@ class Store:
         add_index: str = "",
         rem_index: str = "",
         final: bool | None = None,
+        due_only: bool = False,
     ) -> scripts.Pending[list[str]]:
         """:meth:`transition` queued on ``pipe`` (a MULTI with other changes)."""
         keys, args = self._transition_call(
-            ids, to, allowed, fields, per_message, add_index, rem_index, final, False
+            ids, to, allowed, fields, per_message, add_index, rem_index, final, False, due_only
         )
         ids = list(ids)
         if not ids:  # nothing to queue: an empty answer
@@ -263,6 +272,7 @@ class Store:
         rem_index: str,
         final: bool | None,
         open_only: bool,
+        due_only: bool = False,
     ) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of ``lua/transition.lua`` (layout in its header)."""
         permitted = ALLOWED_FROM[to]
@@ -285,8 +295,11 @@ class Store:
             json.dumps([dict(m) for m in per_message]) if per_message is not None else "",
             1 if open_only else 0,
             *again_args(to),
+            DEADLINE_FIELD if due_only else "",
             *ids,
         ]
+        if due_only:
+            rem_index = self.keys.deadlines
         # "no index" is the events key again, never "": ACL key patterns must allow every key
         none = self.keys.events
         keys = [self.keys.counts, none, add_index or none, rem_index or none]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -166,6 +167,8 @@ def test_key_field_and_header_must_agree(api: ApiServer) -> None:
         ({"sendto": PHONE, "body": "x"}, "device_id"),
         ({**MSG, "timetosend": "next tuesday"}, "timetosend"),
         ({**MSG, "key": ""}, "key"),
+        ({**MSG, "ttl": 0}, "ttl"),
+        ({**MSG, "ttl": "soon"}, "ttl"),
     ],
 )
 def test_invalid_message_names_the_field_and_stores_nothing(
@@ -178,6 +181,17 @@ def test_invalid_message_names_the_field_and_stores_nothing(
     assert error["field"] == field and error["code"] == "invalid"
     assert stored(conn, api.settings.key_prefix) == before
     conn.close()
+
+
+def test_a_ttl_is_kept_and_shown_as_expires(api: ApiServer) -> None:
+    with api.client() as c:
+        answer = c.post("/v1/messages", json={**MSG, "ttl": 300})
+        assert answer.status_code == 202, answer.text
+        shown = c.get(f"/v1/messages/{answer.json()['id']}").json()
+        plain = c.get(f"/v1/messages/{c.post('/v1/messages', json=MSG).json()['id']}").json()
+    queued = datetime.fromisoformat(shown["times"]["queued"])
+    assert datetime.fromisoformat(shown["expires"]) - queued == timedelta(seconds=300)
+    assert plain["expires"] is None
 
 
 def test_body_errors_415_422_413(make_api: MakeApi) -> None:

@@ -9,7 +9,10 @@ from typing import Any
 
 import httpx
 
+from relay.context import Context
+from relay.presence import Presence, record
 from tests.fixtures.http import ApiServer, MakeApi
+from tests.fixtures.workers import MakeSettings
 
 MSG = {"sendto": "+4915752982212", "body": "hello", "device_id": 260}
 
@@ -88,6 +91,32 @@ def test_query_resume_and_filters(api: ApiServer) -> None:
         assert [(e["data"]["id"], e["data"]["final"]) for e in finals] == [(a, True)]
         bad = c.get("/v1/events", headers={"Last-Event-ID": "yesterday"})
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "Last-Event-ID"
+
+
+def test_device_events_are_streamed_and_filtered_like_messages(
+    api: ApiServer, relay_settings: MakeSettings
+) -> None:
+    ctx = Context.from_settings(relay_settings())
+    try:
+        with api.client() as c:
+            (queued,) = send(c, 1)
+            record(ctx, [Presence(260, False, ctx.now_ms() - 300_000)])
+            (device,) = c.get("/v1/devices").json()  # 260: relay has a lane for it
+            assert (device["id"], device["offline"]) == (260, True)
+            record(ctx, [Presence(260, True, ctx.now_ms())])
+            assert c.get("/v1/devices").json()[0]["offline"] is False
+            everything = parse(read_all(c, {"timeout": 0.5, "last_event_id": "0"}))
+            only_message = parse(read_all(c, {"timeout": 0.3, "last_event_id": "0", "id": queued}))
+    finally:
+        ctx.close()
+    shown = [(e["data"]["event"], e["data"]["id"], e["data"]["state"]) for e in everything]
+    assert shown == [
+        ("message", queued, "queued"),
+        ("device.offline", "", "offline"),
+        ("device.online", "", "online"),
+    ]
+    assert everything[1]["data"]["device_id"] == 260 and everything[1]["data"]["lastseen_ms"]
+    assert [e["data"]["id"] for e in only_message] == [queued]
 
 
 def test_heartbeat_comment(make_api: MakeApi) -> None:

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ import redis
 import structlog
 from click.testing import CliRunner, Result
 
+from relay.cli.files import FIELDS as FILE_FIELDS
 from relay.cli.main import cli
 from relay.clock import SystemClock
 from relay.connection import text
@@ -125,6 +127,14 @@ def test_send_several_recipients_and_json(env: dict[str, str], redis_url: str) -
     assert sendtos == to
 
 
+def test_send_with_ttl_stores_its_deadline(env: dict[str, str]) -> None:
+    result = invoke([*SEND, "--ttl", "300"], env)
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(invoke(["status", result.stdout.strip(), "--json"], env).stdout)
+    created = datetime.fromisoformat(data["times"]["queued"])
+    assert datetime.fromisoformat(data["expires"]) - created == timedelta(seconds=300)
+
+
 def test_send_with_key_returns_the_first_id(env: dict[str, str]) -> None:
     first = invoke([*SEND, "--key", "order-7"], env)
     again = invoke([*SEND, "--key", "order-7"], env)
@@ -176,6 +186,8 @@ def test_send_with_key_returns_the_first_id(env: dict[str, str]) -> None:
             ],
             ["--key"],
         ),
+        (["--to", "+4915700000001", "--body", "x", "--device", "260", "--ttl", "0"], ["ttl"]),
+        (["--to", "+4915700000001", "--body", "x", "--device", "260", "--ttl", "soon"], ["ttl"]),
         (["--bogus"], ["--bogus"]),
     ],
 )
@@ -200,7 +212,13 @@ ROWS = [
         "customerid": 9,
         "key": "k-3",
     },
-    {"sendto": "+4915700000014", "body": "four", "device_id": 261, "timetosend": "2099-01-01"},
+    {
+        "sendto": "+4915700000014",
+        "body": "four",
+        "device_id": 261,
+        "timetosend": "2099-01-01",
+        "ttl": 600,
+    },
 ]
 
 
@@ -210,7 +228,7 @@ def write_jsonl(path: Path, rows: Sequence[object]) -> Path:
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, object]]) -> Path:
-    fields = ["sendto", "body", "device_id", "sim", "urgent", "customerid", "timetosend", "key"]
+    fields = list(FILE_FIELDS)
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
@@ -235,6 +253,7 @@ def test_send_file_prints_ids_in_input_order(
     assert [r["state"] for r in records] == ["queued", "queued", "queued", "scheduled"]
     assert records[1]["urgent"] == "1" and records[1]["sim"] == "1"
     assert records[2]["customerid"] == "9"
+    assert "exp" not in records[2] and int(records[3]["exp"]) > 0
 
     plain = invoke(["send", "--file", str(path)], env)  # same keys: k-3 gives the same id
     assert plain.exit_code == 0

@@ -145,3 +145,8 @@ def test_the_gateways_codes_and_words_once_known() -> None:
 def test_relays_own_endings_are_a_final_failure_code(state: State, words: str) -> None:
     error = "Device 1 not found" if state == State.REJECTED else None
     assert gateway_status(message(state, final=True, error=error)) == (RELAY_ENDING, words)
+
+
+def test_a_message_past_its_ttl_is_not_sent() -> None:
+    lapsed = message(State.EXPIRED, final=True, error="not submitted within its ttl")
+    assert gateway_status(lapsed) == (RELAY_ENDING, "Not sent: not submitted within its ttl")

@@ -31,7 +31,7 @@ from relay.simulator import (
     run_forever,
 )
 from relay.simulator.wire import parse_qsl
-from tests.fixtures.simulator import MakeSimulator
+from tests.fixtures.simulator import MakeSimulator, switch_online
 
 T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC, FakeClock's default start
 
@@ -484,6 +484,34 @@ def test_an_offline_phone_never_takes_its_messages(fake: Gateway, clock: FakeClo
     fake.sim.update_device(2, online=True)
     clock.advance(10)
     assert [c for c, _ in fake.sim.entry(sms_id).history] == [1, 2, 6]
+
+
+def test_a_phone_switched_offline_over_http_freezes_and_then_catches_up(
+    fake: Gateway, clock: FakeClock
+) -> None:
+    first, second = fake.send(device_id=1), fake.send(device_id=1)
+    clock.advance(11)  # polled at 10: first sent at 10, second waits for 12 in the phone
+    assert switch_online(fake.sim, 1, False)["online"] is False
+    late = fake.send(device_id=1)
+    clock.advance(89)
+    status = fake.call("getdevicestatus", device_id=1)
+    assert status["online"] is False and status["diffseconds"] == 90
+    seen = fake.call("getalldevices")["device"]["1"]["lastseen"]["date"]
+    assert seen == "2027-01-15 08:00:10.000000"
+    assert [c for c, _ in history(fake.sim, first)] == [1, 2, 6, 7]  # sent at 10
+    assert history(fake.sim, second) == [(1, 0.0), (2, 10.0)]
+    assert history(fake.sim, late) == [(1, 11.0)]
+    assert switch_online(fake.sim, 1, True)["online"] is True
+    clock.advance(20)
+    assert history(fake.sim, second)[2] == (6, 100.0)
+    assert history(fake.sim, late)[1:3] == [(2, 110.0), (6, 110.0)]
+    assert fake.call("getdevicestatus", device_id=1)["diffseconds"] == 0
+
+
+def test_the_offline_switch_refuses_an_unknown_device(gw: Gateway) -> None:
+    answer = httpx.post(f"{gw.sim.admin_url}offline", json={"id": 999})
+    assert answer.status_code == 400 and answer.json() == {"error": "unknown device 999"}
+    assert httpx.post(f"{gw.sim.admin_url}online", json={}).json() == {"error": "id is required"}
 
 
 def test_timetosend_holds_a_message_until_due(fake: Gateway, clock: FakeClock) -> None:

@@ -185,7 +185,7 @@ def test_to_dict_is_json_and_complete(known: Truth) -> None:
     }
     assert data["idle"] is False and data["states"]["submitted"] == 3
     assert len(data["lanes"]) == 3 and data["lanes"][0]["urgent"] == 3
-    assert data["devices"]["261"] == {"online": False, "awaiting": 0}
+    assert data["devices"]["261"] == {"online": False, "lastseen": None, "awaiting": 0}
 
 
 def test_empty_relay_is_idle(relay: Relay) -> None:
@@ -290,6 +290,8 @@ def test_metrics_show_the_same_numbers(known: Truth, relay: Relay) -> None:
     assert val("relay_messages", state="delivered") == 0
     assert val("relay_device_online", device="260") == 1
     assert val("relay_device_online", device="261") == 0
+    assert val("relay_device_lastseen_seconds", device="262") == 1_577_836_800  # 2020-01-01
+    assert ("relay_device_lastseen_seconds", (("device", "260"),)) not in m  # never seen
 
 
 def test_metrics_report_down_when_redis_is_gone() -> None:

@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from relay.clock import SYSTEM_CLOCK, Clock, FakeClock
 from relay.context import Context, use
+from relay.presence import Presence, record
 from relay.results.events import pending_ids, read_events
 from relay.results.webhook import (
     GROUP,
@@ -178,6 +179,18 @@ def test_events_are_posted_signed_and_acknowledged(make_ctx: MakeCtx, receiver: 
         assert payload["state"] == "delivered" and payload["final"] is True
     assert sorted(p["id"] for p in receiver.delivered()) == ids
     assert pending_ids(ctx, GROUP, list(stream)) == set()
+
+
+def test_device_events_are_posted_too(make_ctx: MakeCtx, receiver: Receiver) -> None:
+    ctx = make_ctx(webhook_url=receiver.url, webhook_secret=SECRET)
+    seen_ms = ctx.now_ms() - 200_000
+    record(ctx, [Presence(260, False, seen_ms), Presence(261, True, ctx.now_ms())])
+    assert pump(ctx) == 1
+    assert run_worker_until(ctx, lambda: len(receiver.delivered()) == 1)
+    (payload,) = receiver.delivered()
+    assert payload["event"] == "device.offline" and payload["device_id"] == 260
+    assert payload["state"] == "offline" and payload["id"] == "" and payload["sim"] is None
+    assert payload["lastseen_ms"] == seen_ms and payload["lastseen"].endswith("+00:00")
 
 
 def test_a_failing_receiver_is_retried_with_backoff_and_gets_each_event_once(

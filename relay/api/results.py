@@ -61,7 +61,9 @@ def _stats(request: Request, api: ApiState) -> JSONResponse:
 )
 async def devices(request: Request) -> JSONResponse:
     """The devices as relay last synced them from the gateway (the workers refresh them),
-    with the send interval and burst relay uses per SIM (`relay devices --no-sync --json`)."""
+    with `online`, `offline` (no poll within RELAY_DEVICE_OFFLINE_AFTER: messages to it are
+    held), `lastseen`, and the send interval and burst relay uses per SIM (`relay devices
+    --no-sync --json`)."""
     api = api_state(request)
     api.redis_usable()
     return await run_in_threadpool(_devices, request, api)

@@ -39,6 +39,13 @@ class MessageIn(BaseModel):
         description="Idempotency key (or the Idempotency-Key header): the same key gives "
         "the first id again, with 200, for RELAY_IDEMPOTENCY_TTL seconds.",
     )
+    ttl: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds from now within which it must be submitted to the gateway, "
+        'else it ends `expired` with the error "not submitted within its ttl", never sent '
+        "(default RELAY_DEFAULT_TTL; e.g. 300 for a one-time code).",
+    )
 
 
 class BatchIn(BaseModel):
@@ -131,6 +138,7 @@ class Record(BaseModel):
     statustitle: str | None = None
     error: str | None = None
     attempts: int = 0
+    expires: str | None = Field(None, description="Its ttl's deadline (ISO 8601), if any.")
     times: dict[str, str] = Field(default_factory=dict)
 
 
@@ -220,13 +228,22 @@ class StreamEvent(BaseModel):
                     "statustitle": "Delivered",
                     "error": None,
                     "urgent": True,
+                    "event": "message",
+                    "lastseen": None,
+                    "lastseen_ms": None,
                 }
             ]
         }
     )
 
     event_id: str = Field(description="The stream entry id, as the SSE `id:`.")
-    id: str = Field(description="The message id.")
+    event: str = Field(
+        "message",
+        description="`message` (a message changed state), or `device.offline` / "
+        "`device.online` (a device sync found a phone gone or back: `device_id`, `state` "
+        "offline/online, `lastseen`; `id` is empty).",
+    )
+    id: str = Field(description="The message id (empty on device events).")
     state: str
     prev: str | None
     final: bool
@@ -240,6 +257,8 @@ class StreamEvent(BaseModel):
     statustitle: str | None
     error: str | None
     urgent: bool
+    lastseen: str | None = Field(None, description="Device events: when the phone last polled.")
+    lastseen_ms: int | None = None
 
 
 def sse_schema() -> dict[str, Any]:

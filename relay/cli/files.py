@@ -1,7 +1,7 @@
 """Message files for ``relay send --file``: JSON Lines or CSV, one message per line or row.
 
 Fields are the message's own names (``sendto, body, device_id, sim, urgent, customerid,
-timetosend, key``). Each message keeps its line number (the CSV header is line 1; a CSV
+timetosend, key, ttl``). Each message keeps its line number (the CSV header is line 1; a CSV
 row whose quoted cell spans lines counts as its last line), so every error can point at
 it. A line that cannot be read as a message at all (broken JSON, a CSV row with too many
 cells) comes back as a :class:`~relay.errors.ValidationError` in place of the message.
@@ -20,7 +20,17 @@ from typing import Any, Literal, TextIO
 from relay.errors import ValidationError
 
 FileFormat = Literal["jsonl", "csv"]
-FIELDS = ("sendto", "body", "device_id", "sim", "urgent", "customerid", "timetosend", "key")
+FIELDS = (
+    "sendto",
+    "body",
+    "device_id",
+    "sim",
+    "urgent",
+    "customerid",
+    "timetosend",
+    "key",
+    "ttl",
+)
 _INT_FIELDS = frozenset({"device_id", "sim", "customerid"})
 # ASCII digits, at most 19 (int() of thousands of digits raises); longer text goes to
 # validation as it is, which refuses it naming the field.

@@ -115,14 +115,16 @@ _LANE_COLUMNS = (
     "oldest queued",
     "next send",
     "online",
+    "last seen",
 )
 
 
 def lanes_table(stats: Stats) -> Table:
     """One row per device/SIM."""
-    table = titled_table("Lanes", _LANE_COLUMNS, right=_LANE_COLUMNS[:-2])  # all but the last two
+    table = titled_table("Lanes", _LANE_COLUMNS, right=set(_LANE_COLUMNS) - {"next send", "online"})
     for lane in stats.lanes:
-        table.add_row(*_lane_row(lane, stats.at))
+        seen = stats.devices_lastseen.get(lane.device_id)
+        table.add_row(*_lane_row(lane, stats.at), _seen(seen, stats.at))
     if stats.lanes:
         table.add_section()
         table.add_row(
@@ -137,8 +139,14 @@ def lanes_table(stats: Stats) -> Table:
             "",
             "",
             "",
+            "",
         )
     return table
+
+
+def _seen(at: float | None, now: float) -> str:
+    """How long ago a device was last seen (``-``: never synced)."""
+    return "-" if at is None else f"{_age(max(0.0, now - at))} ago"
 
 
 def _lane_row(lane: LaneStats, now: float) -> list[str]:

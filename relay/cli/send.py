@@ -49,11 +49,16 @@ PROGRESS_FROM = 2000
 )
 @click.option("--key", help="Idempotency key: sending again with it returns the first id.")
 @click.option(
+    "--ttl",
+    metavar="SECONDS",
+    help="Not submitted to the gateway within this many seconds: it ends expired, unsent.",
+)
+@click.option(
     "--file",
     "path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="JSONL or CSV file of messages (fields: sendto,body,device_id,sim,urgent,"
-    "customerid,timetosend,key).",
+    "customerid,timetosend,key,ttl).",
 )
 @click.option(
     "--format",
@@ -74,6 +79,7 @@ def send(
     customerid: str | None,
     timetosend: str | None,
     key: str | None,
+    ttl: str | None,
     path: Path | None,
     fmt: str | None,
     skip_invalid: bool,
@@ -90,7 +96,7 @@ def send(
         if skip_invalid or fmt:
             raise click.UsageError("--skip-invalid and --format go with --file")
         items = _items_from_options(
-            recipients, body, device_id, sim, urgent, customerid, timetosend, key
+            recipients, body, device_id, sim, urgent, customerid, timetosend, key, ttl
         )
         _, errors = _validate_all(settings, list(enumerate(items, start=1)))
         if errors:
@@ -109,6 +115,7 @@ def _items_from_options(
     customerid: str | None,
     timetosend: str | None,
     key: str | None,
+    ttl: str | None = None,
 ) -> list[dict[str, Any]]:
     if not recipients:
         raise click.UsageError("Missing option '--to' (or give --file)")
@@ -124,7 +131,7 @@ def _items_from_options(
     if key is not None and len(recipients) > 1:
         raise click.UsageError("--key identifies one message: give a single --to with it")
     common: dict[str, Any] = {"body": body, "device_id": device_id, "sim": sim, "urgent": urgent}
-    optional = {"customerid": customerid, "timetosend": timetosend, "key": key}
+    optional = {"customerid": customerid, "timetosend": timetosend, "key": key, "ttl": ttl}
     common.update({k: v for k, v in optional.items() if v is not None})
     return [{"sendto": to, **common} for to in recipients]
 

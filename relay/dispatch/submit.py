@@ -34,6 +34,7 @@ from relay import durability
 from relay.context import Context
 from relay.devices import Pace
 from relay.dispatch import batch as batches
+from relay.dispatch.expiry import ERROR as EXPIRED
 from relay.dispatch.tickets import Arm, enqueue_tickets, fresh_jobs
 from relay.errors import (
     ConfigError,
@@ -167,15 +168,28 @@ class Submitter:
     def start(self, bid: str, ids: list[str]) -> Submission | None:
         """``queued → submitting`` for the claimed ids, in one MULTI with reading them.
 
-        Ids that were not ``queued`` (a record gone, or changed meanwhile) are left out.
+        Ids whose ttl has passed end ``expired`` first, in the same MULTI
+        (:mod:`relay.dispatch.expiry`). Ids that were not ``queued`` (expired, a record
+        gone, or changed meanwhile) are left out.
         """
+        # no deadline at all (no ttl in use): no claimed id can be due, none is checked
+        due = bool(self.ctx.conn.exists(self.keys.deadlines))
         try:
             with durability.pipeline(self.ctx, what=f"batch {bid}") as pipe:
+                expired = self.ctx.store.queue_transition(
+                    pipe,
+                    ids if due else [],
+                    State.EXPIRED,
+                    [State.QUEUED],
+                    fields={"error": EXPIRED},
+                    due_only=True,
+                )
                 moved = self.ctx.store.queue_transition(
                     pipe, ids, State.SUBMITTING, fields={"batch": bid}
                 )
                 read = queue_read_fields(pipe, self.keys, ids, RECORD_FIELDS)
                 answers = pipe.execute()
+            self._log_expired(bid, expired.result(answers))
         except NotReplicated as exc:
             done = exc.results  # the MULTI ran on the primary: its replies are here
             sub = self._submission(bid, ids, moved.result(done), read.result(done))
@@ -202,6 +216,10 @@ class Submitter:
                 pipe.execute()
             return None
         return Submission(bid, tuple(items))
+
+    def _log_expired(self, bid: str, expired: list[str]) -> None:
+        if expired:
+            log.info("dispatch.expired", **self._lane(), batch=bid, ids=expired)
 
     def held_back(self, sub: Submission | None, pace: Pace, exc: NotReplicated) -> Outcome:
         """Its claim is not on enough replicas (a failover could lose it and resend what the

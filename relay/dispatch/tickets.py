@@ -134,6 +134,23 @@ def handoff(
     return bool(scripts.call(ctx.conn, "handoff", keys, args))
 
 
+def rearm(ctx: Context, lane: LaneId, holder: str | None, *, lost: bool = False) -> bool:
+    """Give ``lane``'s ticket to a fresh job if it still holds ``holder`` (None: no ticket);
+    enqueue that job. ``lost``: the sweep found the ticket lost (logged as a warning)."""
+    arm = Arm.new(ctx.keys, lane)
+    if holder is None:
+        taken = bool(ctx.conn.set(ctx.keys.ticket(lane), arm.job_id, nx=True))
+    else:
+        taken = handoff(ctx, lane, holder, arm.job_id)
+    if taken:
+        enqueue_tickets(ctx, [arm])
+        if lost:
+            log.warning("sweep.rearmed", lane=lane.member, lost=holder or "missing", job=arm.job_id)
+        else:
+            log.info("tickets.rearmed", lane=lane.member, was=holder or "none", job=arm.job_id)
+    return taken
+
+
 def pop_due(ctx: Context, due: Sequence[LaneId], now_ms: int) -> list[Arm]:
     """``lua/pop_due.lua``: take ``due`` lanes off the timers; the arms whose ticket it set."""
     arms = [Arm.new(ctx.keys, lane) for lane in due]

@@ -8,7 +8,7 @@
 - relay's own endings, which the gateway never reports, are :data:`RELAY_ENDING` (``9``,
   the gateway's generic "not sent") with relay's words: ``rejected`` (the gateway refused
   the submission), ``cancelled`` (withdrawn before it was sent) and ``expired`` (no final
-  code came within ``RELAY_STATUS_TTL``).
+  code came within ``RELAY_STATUS_TTL``, or never submitted within its ttl).
 
 Why 9: it is final, a failure, an int the SDK's ``SmsStatus`` takes, and every client that
 knows the codes treats 8-12, 100 and 101 as "not sent"; of those it is the only one that
@@ -18,6 +18,7 @@ permissions). The words tell the cause.
 
 from __future__ import annotations
 
+from relay.dispatch.expiry import ERROR as TTL_ERROR
 from relay.states import (
     DELIVERED_CODE,
     FAILED_CODES,
@@ -45,6 +46,8 @@ def gateway_status(msg: Message) -> tuple[int, str]:
     state = msg.state
     if state in _HELD:
         return NEW, DESCRIPTIONS[NEW]
+    if state == State.EXPIRED and msg.error == TTL_ERROR:
+        return RELAY_ENDING, f"Not sent: {TTL_ERROR}"
     if state in _ENDINGS:
         words = _ENDINGS[state]
         return RELAY_ENDING, f"{words}: {msg.error}" if msg.error else words

@@ -5,7 +5,8 @@
 -- KEYS[2]      events stream
 -- KEYS[3]      lanes set (device/SIM members "dev:sim" ever used)
 -- KEYS[4]      sched-due zset (lane member "kind:dev:sim" -> earliest due ms)
--- then 4 keys per message i (base b = 4 + 4*(i-1)):
+-- KEYS[5]      deadlines zset (id -> ttl deadline ms)
+-- then 4 keys per message i (base b = 5 + 4*(i-1)):
 -- KEYS[b+1]    message hash m:<id>
 -- KEYS[b+2]    lane list (queued) or schedule zset (scheduled) of its device/SIM and kind
 -- KEYS[b+3]    ticket key of that lane; when the message is scheduled, its message hash
@@ -19,9 +20,10 @@
 -- ARGV[5]      the state of a message due later ("scheduled")
 -- ARGV[6]      body chunk size (bytes): a hash stays a compact listpack only while every
 --              value is at most Redis's hash-max-listpack-value (64 by default)
--- ARGV[6+i]    message i: 12 values joined by "\31" (unit separator, which validation
+-- ARGV[6+i]    message i: 13 values joined by "\31" (unit separator, which validation
 --              keeps out of every field): id, sendto, body, device_id, sim, urgent (0/1),
---              customerid or "", due ms or "" (queued now), key or "", RQ job id of the
+--              customerid or "", due ms or "" (queued now), key or "", ttl deadline ms or
+--              "" (none), RQ job id of the
 --              lane's ticket or "" (scheduled), its lane's member ("kind:dev:sim"), its
 --              device/SIM member ("dev:sim")
 --
@@ -31,7 +33,8 @@
 -- chunk) nothing, and its result is the id stored under the key; else SET the key NX EX,
 -- HSET the record: sendto, the body in chunks of at most ARGV[6] bytes, each ending on a
 -- whole UTF-8 character (body, body1, body2, ...), device_id, state, and only when they say something: sim (not 0), urgent (1),
--- customerid, timetosend, key. Nothing derivable is stored: final 0, attempts 0 and the
+-- customerid, timetosend, key, exp (the ttl deadline; the id then joins the deadlines
+-- zset). Nothing derivable is stored: final 0, attempts 0 and the
 -- creation time (the id says it) are the defaults a reader assumes;
 -- RPUSH the id to its lane (then SET the ticket NX to the job id) or ZADD it to the
 -- schedule with its due ms (and lower the sched-due score of its lane member to it), SADD
@@ -42,22 +45,22 @@
 
 local now, maxlen, idem_ttl = ARGV[1], ARGV[2], ARGV[3]
 local queued_state, scheduled_state, chunk = ARGV[4], ARGV[5], tonumber(ARGV[6])
-local n = (#KEYS - 4) / 4
+local n = (#KEYS - 5) / 4
 
 local taken = {}
 for i = 1, n do
-  if redis.call("EXISTS", KEYS[4 + 4 * (i - 1) + 1]) == 1 then taken[#taken + 1] = i end
+  if redis.call("EXISTS", KEYS[5 + 4 * (i - 1) + 1]) == 1 then taken[#taken + 1] = i end
 end
 if #taken > 0 then return {0, taken} end
 
 local function fields(packed)
   local out, pos = {}, 1
-  for _ = 1, 11 do
+  for _ = 1, 12 do
     local sep = string.find(packed, "\31", pos, true)
     out[#out + 1] = string.sub(packed, pos, sep - 1)
     pos = sep + 1
   end
-  out[12] = string.sub(packed, pos)
+  out[13] = string.sub(packed, pos)
   return out
 end
 
@@ -69,9 +72,10 @@ end
 
 local out, armed = {1}, {}
 for i = 1, n do
-  local b, f = 4 + 4 * (i - 1), fields(ARGV[6 + i])
+  local b, f = 5 + 4 * (i - 1), fields(ARGV[6 + i])
   local id, sendto, body, dev, sim = f[1], f[2], f[3], f[4], f[5]
-  local urgent, cid, due, key, job, member, pair = f[6], f[7], f[8], f[9], f[10], f[11], f[12]
+  local urgent, cid, due, key, deadline = f[6], f[7], f[8], f[9], f[10]
+  local job, member, pair = f[11], f[12], f[13]
   local known = nil
   if key ~= "" and not redis.call("SET", KEYS[b + 4], id, "NX", "EX", idem_ttl) then
     known = redis.call("GET", KEYS[b + 4])
@@ -102,6 +106,10 @@ for i = 1, n do
     if cid ~= "" then rec[#rec + 1] = "customerid"; rec[#rec + 1] = cid end
     if due ~= "" then rec[#rec + 1] = "timetosend"; rec[#rec + 1] = due end
     if key ~= "" then rec[#rec + 1] = "key"; rec[#rec + 1] = key end
+    if deadline ~= "" then
+      rec[#rec + 1] = "exp"; rec[#rec + 1] = deadline
+      redis.call("ZADD", KEYS[5], deadline, id)
+    end
     redis.call("HSET", KEYS[b + 1], unpack(rec))
     if due == "" then
       redis.call("RPUSH", KEYS[b + 2], id)

@@ -5,7 +5,7 @@
 -- KEYS[3]      index to ZADD each changed id to (score = now); KEYS[2] again for none
 -- KEYS[4]      index to ZREM each changed id from; KEYS[2] again for none
 --              (a real key of relay's, not "": Redis ACL key patterns must allow every key)
--- KEYS[5..n-1] message hashes, one per id in ARGV[12..]
+-- KEYS[5..n-1] message hashes, one per id in ARGV[13..]
 -- KEYS[n]      (the last) history hash of the minute of ARGV[3]: state -> changes into it
 -- ARGV[1]      new state
 -- ARGV[2]      allowed current states, comma separated (relay.states.ALLOWED_FROM decides
@@ -19,7 +19,10 @@
 -- ARGV[9]      1 to leave alone a record whose final flag is 1, else 0
 -- ARGV[10]     time field set instead of t_<new state> on a return to that state ("": none)
 -- ARGV[11]     the one current state a move is a first arrival from (others are returns)
--- ARGV[12..]   message ids
+-- ARGV[12]     a deadline field: only messages on the deadlines zset (KEYS[4] then) whose
+--              field is not after ARGV[3] move ("": no such condition); when that zset
+--              does not exist nothing changes at once
+-- ARGV[13..]   message ids
 --
 -- Changes: each message whose state is allowed gets state, final (set to 1, or removed: 0
 -- is the default a reader assumes), its time field = now and the fields; counts move; one
@@ -35,6 +38,12 @@ local common = cjson.decode(ARGV[7])
 local each = nil
 if ARGV[8] ~= "" then each = cjson.decode(ARGV[8]) end
 local open_only, again, first_from = ARGV[9] == "1", ARGV[10], ARGV[11]
+local due_field = ARGV[12]
+if due_field ~= "" and redis.call("EXISTS", KEYS[4]) == 0 then
+  local none = {}
+  for _ = 5, #KEYS - 1 do none[#none + 1] = 0 end
+  return none
+end
 local stamp = "t_" .. to
 local event_fields = {"device_id", "sim", "customerid", "sms_id", "status", "statustitle", "error", "urgent"}
 local event_defaults = {sim = "0", urgent = "0"}
@@ -42,11 +51,15 @@ local event_defaults = {sim = "0", urgent = "0"}
 local history, moved = KEYS[#KEYS], 0
 local result = {}
 for i = 5, #KEYS - 1 do
-  local key, id = KEYS[i], ARGV[i + 7]
+  local key, id = KEYS[i], ARGV[i + 8]
   local head = redis.call("HMGET", key, "state", "final")
   local cur, was_final = head[1], head[2] == "1"
   local ok = cur and allowed[cur] == true
   if ok and open_only then ok = not was_final end
+  if ok and due_field ~= "" then
+    local due = redis.call("HGET", key, due_field)
+    ok = due ~= false and tonumber(due) <= tonumber(now) and redis.call("ZSCORE", KEYS[4], id) ~= false
+  end
   if ok then
     local field = stamp
     if again ~= "" and cur ~= first_from then field = again end

@@ -86,6 +86,7 @@ class Producer:
         customerid: int | None = None,
         timetosend: TimeToSend = None,
         key: str | None = None,
+        ttl: float | None = None,
     ) -> str:
         """Validate and store one message; return its id (the first id when ``key`` was seen).
 
@@ -101,6 +102,7 @@ class Producer:
             customerid,
             timetosend,
             key,
+            ttl,
             settings=self.settings,
             now=now,
         )
@@ -193,7 +195,7 @@ class Producer:
     ) -> EnqueueAnswer:
         """``lua/enqueue.lua`` for ``msgs`` under ``ids`` (layout in the script's header)."""
         k = self.keys
-        keys = [k.counts, k.events, k.lanes, k.sched_due]
+        keys = [k.counts, k.events, k.lanes, k.sched_due, k.deadlines]
         args: list[scripts.Arg] = [
             now_ms,
             self.settings.events_maxlen,
@@ -209,10 +211,10 @@ class Producer:
             idem = k.idem(msg.key) if msg.key is not None else record
             if msg.timetosend is None:
                 keys += (record, lane.lane_key, lane.ticket_key, idem)
-                args.append(_packed(msg, msg_id) + lane.queued_tail)
+                args.append(_packed(msg, msg_id, now_ms) + lane.queued_tail)
             else:
                 keys += (record, lane.sched_key, record, idem)
-                args.append(_packed(msg, msg_id) + lane.scheduled_tail)
+                args.append(_packed(msg, msg_id, now_ms) + lane.scheduled_tail)
         answer = durability.run_script(self.ctx, "enqueue", keys, args, what="send")
         return EnqueueAnswer.of(answer, len(msgs))
 
@@ -289,10 +291,11 @@ def _not_waiting(msg_id: str, state: State) -> str:
     return f"message {msg_id} is {state.value}; only scheduled or queued messages can be cancelled"
 
 
-def _packed(msg: ValidMessage, msg_id: str) -> str:
-    """The first nine of a message's values in enqueue.lua's ARGV, joined by the unit
+def _packed(msg: ValidMessage, msg_id: str, now_ms: int) -> str:
+    """The first ten of a message's values in enqueue.lua's ARGV, joined by the unit
     separator (validation keeps control characters out of every field, so it cannot occur in
     one); its lane's part (:class:`_Lane`) follows."""
+    deadline = msg.deadline_ms(now_ms)
     return SEP.join(
         (
             msg_id,
@@ -304,6 +307,7 @@ def _packed(msg: ValidMessage, msg_id: str) -> str:
             "" if msg.customerid is None else str(msg.customerid),
             "" if msg.timetosend is None else str(msg.timetosend),
             msg.key or "",
+            "" if deadline is None else str(deadline),
         )
     )
 

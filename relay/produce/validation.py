@@ -17,6 +17,10 @@ Decisions, so every entry point (library, CLI, HTTP) behaves the same:
   (``2030-01-02T03:04:05+02:00``, ``2030-01-02 03:04:05``, ``2030-01-02``; no offset means
   UTC) or epoch seconds (number or numeric string; a value that only makes sense as
   milliseconds is refused). A time not after ``now`` means "send now".
+- ``ttl`` is seconds from the send (a positive number, or numeric text) within which the
+  message must be submitted to the gateway, else it ends ``expired``; none given (None or
+  a blank cell) means ``RELAY_DEFAULT_TTL`` (none by default). Held or scheduled messages
+  count against it too.
 - ``sendto`` is one recipient, given as a string. Spaces, dashes, dots, parentheses and
   slashes are dropped; what remains must be an optional ``+`` and 1-20 digits. With
   ``RELAY_DEFAULT_REGION`` set it becomes E.164 (``+4915752982212``); without, it is kept
@@ -37,7 +41,7 @@ from relay.lanes import LaneId, kind_of
 from relay.settings import Settings
 
 FIELDS = frozenset(
-    {"sendto", "body", "device_id", "sim", "urgent", "customerid", "timetosend", "key"}
+    {"sendto", "body", "device_id", "sim", "urgent", "customerid", "timetosend", "key", "ttl"}
 )
 REQUIRED = ("sendto", "body", "device_id")
 SIM_MAX = 5
@@ -66,7 +70,7 @@ class ValidMessage:
     """A send request that passed every check, in the form relay stores.
 
     ``timetosend`` is the due time in epoch milliseconds when it lies in the future,
-    else ``None`` (send now).
+    else ``None`` (send now). ``ttl_ms`` is its ttl in milliseconds (None: none).
     """
 
     sendto: str
@@ -77,6 +81,11 @@ class ValidMessage:
     customerid: int | None = None
     timetosend: int | None = None
     key: str | None = None
+    ttl_ms: int | None = None
+
+    def deadline_ms(self, now_ms: int) -> int | None:
+        """When its ttl ends (ms), for a message sent at ``now_ms``; None without a ttl."""
+        return None if self.ttl_ms is None else now_ms + self.ttl_ms
 
     @property
     def lane(self) -> LaneId:
@@ -115,6 +124,7 @@ def validate(
         data.get("customerid"),
         data.get("timetosend"),
         data.get("key"),
+        data.get("ttl"),
         settings=settings,
         now=now,
         index=index,
@@ -149,6 +159,7 @@ def check(
     customerid: Any = None,
     timetosend: Any = None,
     key: Any = None,
+    ttl: Any = None,
     *,
     settings: Settings,
     now: float,
@@ -165,6 +176,7 @@ def check(
             customerid=_optional_int("customerid", customerid),
             timetosend=due_ms(timetosend, now),
             key=None if key is None else check_key(key),
+            ttl_ms=ttl_ms(ttl, settings.default_ttl),
         )
     except ValidationError as exc:
         if index is None or exc.index is not None:
@@ -323,6 +335,30 @@ def check_bool(field: str, value: Any) -> bool:
         if text in _FALSE:
             return False
     raise ValidationError(field, f"must be true or false, not {value!r}")
+
+
+# --- ttl -------------------------------------------------------------------------------
+
+
+def ttl_ms(value: Any, default: float | None) -> int | None:
+    """A ttl in whole ms (at least 1): a positive number of seconds or numeric text; None or
+    a blank means ``default`` (None: no ttl)."""
+    if value is None or value == "":
+        return None if default is None else max(1, round(default * 1000))
+    if isinstance(value, bool):
+        raise ValidationError("ttl", "must be a number of seconds, not a bool")
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        value = float(value.strip())
+    if isinstance(value, int) and value > EPOCH_MAX:
+        raise ValidationError("ttl", f"is too long; at most {EPOCH_MAX} seconds")
+    if not isinstance(value, int | float):
+        raise ValidationError("ttl", f"must be a number of seconds, not {value!r}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValidationError("ttl", f"is {value!r}; must be more than 0 seconds")
+    if seconds > EPOCH_MAX:
+        raise ValidationError("ttl", f"is too long; at most {EPOCH_MAX} seconds")
+    return max(1, round(seconds * 1000))
 
 
 # --- timetosend ------------------------------------------------------------------------

@@ -21,6 +21,11 @@ stream is capped near ``RELAY_EVENTS_MAXLEN`` entries. An entry's fields:
 ``urgent``       ``1`` for urgent messages, else ``0``
 ===============  ==========================================================================
 
+Devices add events too (``lua/presence.lua``, after a device sync): ``event``
+``device.offline`` or ``device.online``, ``device_id``, ``state`` (``offline`` / ``online``),
+``at`` and ``lastseen`` (ms, when the phone last polled); they have no message ``id``. A
+message's entries have no ``event`` field: :class:`Event` reads it as ``message``.
+
 Fields without a value are left out. A message's first event (``queued`` or ``scheduled``,
 written by ``lua/enqueue.lua``) is lean, as it is the one every message has: no ``prev``,
 ``final`` 0 left out, no ``at`` (the message's creation, the time in its id), ``sim`` 0 and
@@ -57,7 +62,11 @@ DEFAULT_MIN_IDLE_MS = 60_000
 _CLAIM_ROUNDS = 10
 """XAUTOCLAIM scans the pending list in steps; at most this many steps per read."""
 
-_INT_FIELDS = ("device_id", "sim", "customerid", "sms_id", "status")
+_INT_FIELDS = ("device_id", "sim", "customerid", "sms_id", "status", "lastseen")
+MESSAGE = "message"
+"""The ``event`` of a message's state change (device events name themselves)."""
+DEVICE_OFFLINE = "device.offline"
+DEVICE_ONLINE = "device.online"
 _TEXT_FIELDS = ("statustitle", "error")
 
 
@@ -79,13 +88,17 @@ class Event:
     statustitle: str | None = None
     error: str | None = None
     urgent: bool = False
+    event: str = MESSAGE
+    lastseen_ms: int | None = None
 
     @classmethod
     def from_entry(cls, entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> Event:
         """Parse a stream entry (field values as Redis returns them)."""
         raw = {text(k): text(v) for k, v in fields.items()}
         ints = {name: int(raw[name]) if raw.get(name) else None for name in _INT_FIELDS}
-        if ints["sim"] is None and ints["device_id"] is not None:
+        ints["lastseen_ms"] = ints.pop("lastseen")
+        kind = raw.get("event") or MESSAGE
+        if ints["sim"] is None and ints["device_id"] is not None and kind == MESSAGE:
             ints["sim"] = 0  # a lean first event leaves SIM 0 out
         texts = {name: raw.get(name) or None for name in _TEXT_FIELDS}
         return cls(
@@ -96,6 +109,7 @@ class Event:
             final=raw.get("final") == "1",
             at_ms=int(raw.get("at") or 0) or _created_ms(raw.get("id", "")),
             urgent=raw.get("urgent") == "1",
+            event=kind,
             **ints,  # type: ignore[arg-type]
             **texts,  # type: ignore[arg-type]
         )
@@ -111,9 +125,14 @@ class Event:
         return self.final or self.state in FINAL_STATES
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form webhooks send: ``event_id`` first, ``at`` as ISO 8601 and ``at_ms``."""
+        """The JSON form webhooks send: ``event_id`` first, ``at`` as ISO 8601 and ``at_ms``;
+        ``lastseen`` (ISO 8601) and ``lastseen_ms`` are null but on device events."""
+        seen = None
+        if self.lastseen_ms is not None:
+            seen = datetime.fromtimestamp(self.lastseen_ms / 1000, tz=UTC)
         return {
             "event_id": self.event_id,
+            "event": self.event,
             "id": self.id,
             "state": self.state,
             "prev": self.prev,
@@ -128,6 +147,8 @@ class Event:
             "statustitle": self.statustitle,
             "error": self.error,
             "urgent": self.urgent,
+            "lastseen": seen.isoformat(timespec="milliseconds") if seen else None,
+            "lastseen_ms": self.lastseen_ms,
         }
 
     @classmethod

@@ -137,7 +137,7 @@ def _scan(ctx: Context, result: LookupResult, phone: str, limit: int, budget: in
         if page:
             result.scanned_since_ms = page[-1].at_ms
         if phone and len(by_id) < limit:
-            fresh = list(dict.fromkeys(e.id for e in page if e.id not in checked))
+            fresh = list(dict.fromkeys(e.id for e in page if e.id and e.id not in checked))
             checked.update(fresh)
             for record in _matching(ctx, fresh, phone):
                 if len(by_id) < limit:

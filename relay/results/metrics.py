@@ -13,7 +13,9 @@ Gauges (all relay-wide):
 - ``relay_awaiting_status{device}`` submitted messages without a final status yet
 - ``relay_oldest_queued_seconds{device,sim}`` age of the oldest queued message (0 when none)
 - ``relay_messages{state}`` messages per state (final states count every message that ended there)
-- ``relay_device_online{device}`` 1 when the phone polled the gateway recently
+- ``relay_device_online{device}`` 1 when the phone is online, 0 when the last device sync
+  found it offline (``lastseen`` older than ``RELAY_DEVICE_OFFLINE_AFTER``)
+- ``relay_device_lastseen_seconds{device}`` when the phone last polled (epoch seconds)
 - ``relay_stats_up`` 1 when the last scrape could read Redis, else 0 (and nothing else is shown)
 """
 
@@ -94,12 +96,21 @@ def gauges(stats: Stats) -> Iterator[Metric]:
     for state, count in stats.states.items():
         messages.add_metric([state], count)
     online = GaugeMetricFamily(
-        "relay_device_online", "1 when the phone polled the gateway recently.", labels=["device"]
+        "relay_device_online",
+        "1 when the phone polled within RELAY_DEVICE_OFFLINE_AFTER, 0 when offline.",
+        labels=["device"],
     )
     for dev_id, is_online in sorted(stats.devices_online.items()):
         if is_online is not None:
             online.add_metric([str(dev_id)], 1 if is_online else 0)
-    yield from (depth, inflight, verifying, oldest, awaiting, messages, online)
+    seen = GaugeMetricFamily(
+        "relay_device_lastseen_seconds",
+        "When the phone last polled the gateway (epoch seconds), as of the last sync.",
+        labels=["device"],
+    )
+    for dev_id, at in sorted(stats.devices_lastseen.items()):
+        seen.add_metric([str(dev_id)], at)
+    yield from (depth, inflight, verifying, oldest, awaiting, messages, online, seen)
 
 
 @dataclass

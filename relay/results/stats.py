@@ -6,8 +6,8 @@ Per device/SIM (every ``dev:sim`` in ``Keys.lanes``): urgent and bulk lane depth
 awaiting a final status (``pending:<dev>``, split by SIM when the device has several),
 the age of the oldest queued message (``t_queued`` of the lanes' heads), when its ticket
 may run again (``timers``) and where its pacing stands (``pace`` ``tat``). Per device:
-online, from the ``devices`` hash the gateway sync writes. Totals: messages per state
-(``counts``).
+online (``offline`` set, else the ``devices`` hash the gateway sync writes) and last seen.
+Totals: messages per state (``counts``).
 
 The reads are three pipelines, whatever the number of lanes: the indexes, then every
 per-lane number, then the records the second step pointed at. They are not one
@@ -32,6 +32,7 @@ from relay.store import waiting_since_ms
 
 if TYPE_CHECKING:
     from relay.context import Context
+    from relay.settings import Settings
 
 SPLIT_LIMIT = 10_000
 """Most awaiting ids of one device read one by one to split them by SIM (above: per device)."""
@@ -71,6 +72,7 @@ class Stats:
     states: dict[str, int] = field(default_factory=dict)
     awaiting_by_device: dict[int, int] = field(default_factory=dict)
     devices_online: dict[int, bool | None] = field(default_factory=dict)
+    devices_lastseen: dict[int, float] = field(default_factory=dict)
     inflight_batches: int = 0
     verify_batches: int = 0
 
@@ -124,7 +126,11 @@ class Stats:
             "states": dict(self.states),
             "lanes": [asdict(lane) for lane in self.lanes],
             "devices": {
-                str(dev): {"online": online, "awaiting": self.awaiting_by_device.get(dev, 0)}
+                str(dev): {
+                    "online": online,
+                    "lastseen": self.devices_lastseen.get(dev),
+                    "awaiting": self.awaiting_by_device.get(dev, 0),
+                }
                 for dev, online in sorted(self.devices_online.items())
             },
         }
@@ -132,7 +138,7 @@ class Stats:
 
 def collect(ctx: Context) -> Stats:
     """Read every number of :class:`Stats` from Redis (three pipelined round trips)."""
-    reader = _Reader(ctx.conn, ctx.keys, ctx.clock.now())
+    reader = _Reader(ctx.conn, ctx.keys, ctx.clock.now(), ctx.settings)
     return reader.read()
 
 
@@ -147,15 +153,17 @@ class _Index:
     devices: dict[int, StoredDevice | None]
     timers: dict[str, float]
     pending_devices: set[int]
+    offline: set[int] = field(default_factory=set)
 
 
 class _Reader:
     """One ``collect`` call: three pipelines and the arithmetic between them."""
 
-    def __init__(self, conn: redis.Redis, keys: Keys, now: float) -> None:
+    def __init__(self, conn: redis.Redis, keys: Keys, now: float, settings: Settings) -> None:
         self.conn = conn
         self.keys = keys
         self.now = now
+        self.settings = settings
 
     def read(self) -> Stats:
         index = self._read_index()
@@ -175,7 +183,8 @@ class _Reader:
         pipe.hgetall(k.devices)
         pipe.zrange(k.timers, 0, -1, withscores=True)
         pipe.smembers(k.pending_devices)
-        lanes, inflight, verify, counts, devices, timers, pending = pipe.execute()
+        pipe.smembers(k.offline)
+        lanes, inflight, verify, counts, devices, timers, pending, offline = pipe.execute()
         parsed = sorted(p for p in map(DeviceSim.parse, lanes) if p is not None)
         return _Index(
             lanes=parsed,
@@ -185,6 +194,7 @@ class _Reader:
             devices={int(text(d)): StoredDevice.parse(int(text(d)), v) for d, v in devices.items()},
             timers={text(m): float(score) for m, score in timers},
             pending_devices={int(text(d)) for d in pending},
+            offline={int(text(d)) for d in offline},
         )
 
     # --- round trip 2 -------------------------------------------------------------------
@@ -269,8 +279,13 @@ class _Reader:
         inflight = _batch_sizes(batch_fields[:n_inflight])
         verifying = _batch_sizes(batch_fields[n_inflight:])
         online: dict[int, bool | None] = {
-            dev: stored.online(self.now) if stored else None
+            dev: False if dev in index.offline else self._online(stored)
             for dev, stored in index.devices.items()
+        }
+        lastseen = {
+            dev: stored.lastseen.timestamp()
+            for dev, stored in index.devices.items()
+            if stored is not None and stored.lastseen is not None
         }
         awaiting = _awaiting_per_lane(index.lanes, pending, pending_sims)
         lanes = []
@@ -297,9 +312,13 @@ class _Reader:
             states={s.value: index.counts.get(s.value, 0) for s in State},
             awaiting_by_device={dev: count for dev, (count, _) in pending.items()},
             devices_online=online,
+            devices_lastseen=lastseen,
             inflight_batches=len(index.batches),
             verify_batches=len(index.verify),
         )
+
+    def _online(self, stored: StoredDevice | None) -> bool | None:
+        return stored.online(self.settings, self.now) if stored else None
 
     def _oldest(self, heads: Mapping[str, float], *ids: bytes | str | None) -> float | None:
         """Seconds since the earliest ``t_queued`` among the lane heads ``ids``."""

@@ -10,10 +10,14 @@ apart).
 **Job** (:func:`deliver`, run by a relay worker): POSTs each event still unacknowledged as
 its own JSON body, :meth:`relay.results.events.Event.to_dict`::
 
-    {"event_id": "1718000000000-0", "id": "…", "state": "delivered", "prev": "sent",
-     "final": true, "at": "2024-06-10T06:13:20.000+00:00", "at_ms": 1718000000000,
-     "device_id": 260, "sim": 0, "customerid": null, "sms_id": 62800001, "status": 7,
-     "statustitle": "delivered", "error": null, "urgent": false}
+    {"event_id": "1718000000000-0", "event": "message", "id": "…", "state": "delivered",
+     "prev": "sent", "final": true, "at": "2024-06-10T06:13:20.000+00:00",
+     "at_ms": 1718000000000, "device_id": 260, "sim": 0, "customerid": null,
+     "sms_id": 62800001, "status": 7, "statustitle": "delivered", "error": null,
+     "urgent": false, "lastseen": null, "lastseen_ms": null}
+
+(device events, ``event`` ``device.offline`` / ``device.online``, come the same way: see
+:mod:`relay.results.events`)
 
 with the headers ``Content-Type: application/json``, ``X-Relay-Event-Id`` (the stream entry
 id, unique: deduplicate on it), ``X-Relay-Timestamp`` (Unix seconds of the POST) and, when

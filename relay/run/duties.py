@@ -5,6 +5,8 @@ Every :data:`TICK_S` (sooner when a timer is due sooner) :meth:`Duties.tick`:
 - writes this process's heartbeat (:func:`relay.processes.beat`);
 - fires due ticket timers (:func:`relay.dispatch.tickets.fire_timers`);
 - moves due scheduled messages into their lanes (:func:`relay.produce.schedule.promote_due`);
+- ends ``expired`` the waiting messages whose ttl has passed, every :data:`EXPIRE_EVERY_S`
+  (:func:`relay.dispatch.expiry.expire_due`);
 - hands new events to the webhook jobs, when a webhook is configured
   (:func:`relay.results.webhook.pump`);
 - refreshes the devices when stale (:func:`relay.devices.refresh_if_stale`);
@@ -24,6 +26,7 @@ from typing import TypeVar
 from relay.connection import connect
 from relay.context import Context
 from relay.devices import refresh_if_stale
+from relay.dispatch.expiry import expire_due
 from relay.dispatch.tickets import fire_timers
 from relay.log import get_logger
 from relay.processes import beat
@@ -40,6 +43,7 @@ SWEEP_EVERY_S = 3.0
 HEARTBEAT_EVERY_S = 1.0
 DEVICES_EVERY_S = 1.0
 WEBHOOK_EVERY_S = 0.2
+EXPIRE_EVERY_S = 0.5
 FAILED_TICK_WAIT_S = 1.0
 
 T = TypeVar("T")
@@ -72,6 +76,8 @@ class Duties:
         if fired is not None and fired[1] is not None:
             wait = max(0.0, min(wait, fired[1]))
         self._guard("promote", lambda: promote_due(ctx))
+        if self._due("expire", EXPIRE_EVERY_S):
+            self._guard("expire", lambda: expire_due(ctx))
         if ctx.settings.webhook_url and self._due("webhooks", WEBHOOK_EVERY_S):
             self._guard("webhooks", lambda: pump(ctx))
         if self._due("devices", DEVICES_EVERY_S):

@@ -33,7 +33,7 @@ from rq.job import Job
 from relay.connection import maybe_text
 from relay.context import Context
 from relay.dispatch.recovery import recover_inflight
-from relay.dispatch.tickets import TIMER, Arm, enqueue_tickets, handoff
+from relay.dispatch.tickets import TIMER, rearm
 from relay.dispatch.verify import verify_due
 from relay.lanes import KINDS, LaneId, device_sims
 from relay.log import get_logger
@@ -110,7 +110,7 @@ def rearm_lost_tickets(
     jobs = _job_states(ctx, [h for _, h, _ in busy if h and h != TIMER])
     held = [_held(lane, holder, score, jobs) for lane, holder, score in busy]
     lost = [h for h in held if _is_lost(ctx, h, beats, missing_grace)]
-    rearmed = [h.lane.member for h in lost if _rearm(ctx, h.lane, h.holder)]
+    rearmed = [h.lane.member for h in lost if rearm(ctx, h.lane, h.holder, lost=True)]
     gone = set(lost)
     for stall in stalled(ctx, [h for h in held if h not in gone]):
         h = stall.held
@@ -123,7 +123,7 @@ def rearm_lost_tickets(
             worker=h.worker,
             head=stall.head,
         )
-        if _rearm(ctx, h.lane, h.holder):
+        if rearm(ctx, h.lane, h.holder):
             rearmed.append(h.lane.member)
     return rearmed
 
@@ -193,19 +193,6 @@ def _missing_long_enough(ctx: Context, lane: LaneId, holder: str, grace: float) 
         _suspects.pop(key, None)
         return True
     return False
-
-
-def _rearm(ctx: Context, lane: LaneId, holder: str | None) -> bool:
-    """Give the lane's ticket to a fresh job if it still holds ``holder``; enqueue that job."""
-    arm = Arm.new(ctx.keys, lane)
-    if holder is None:
-        taken = bool(ctx.conn.set(ctx.keys.ticket(lane), arm.job_id, nx=True))
-    else:
-        taken = handoff(ctx, lane, holder, arm.job_id)
-    if taken:
-        enqueue_tickets(ctx, [arm])
-        log.warning("sweep.rearmed", lane=lane.member, lost=holder or "missing", job=arm.job_id)
-    return taken
 
 
 # --- dead processes and their leases ------------------------------------------------------

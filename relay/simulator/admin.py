@@ -12,6 +12,9 @@ inspected by tests and the demo:
                                "delay":..,"status":..,"store":..}`` or
                                ``{"action":"clear"[,"endpoint":..]}``
 - ``POST /_sim/devices``       ``{"id":260, ...SimDevice fields}``: add, or change the given fields
+- ``POST /_sim/offline``       ``{"id":260}``: the phone stops polling (lastseen freezes,
+                               its messages stay pending) until ``POST /_sim/online``
+- ``POST /_sim/online``        ``{"id":260}``: the phone polls again and sends what waited
 - ``POST /_sim/expire-token``  invalidate the token; answers the new one
 - ``POST /_sim/outcome``       replace the :class:`OutcomeRule` (its fields as JSON)
 
@@ -51,6 +54,8 @@ class AdminApi:
             ("POST", "faults"): self.post_faults,
             ("POST", "devices"): self.post_devices,
             ("GET", "devices"): lambda _: {"devices": [d.to_dict() for d in sim.devices()]},
+            ("POST", "offline"): lambda args: self.post_online(args, online=False),
+            ("POST", "online"): lambda args: self.post_online(args, online=True),
             ("POST", "expire-token"): lambda _: {"ok": True, "token": sim.expire_token()},
             ("POST", "outcome"): self.post_outcome,
         }
@@ -101,6 +106,16 @@ class AdminApi:
             device = self.sim.update_device(device_id, **changes)
         else:
             device = self.sim.add_device(SimDevice.from_dict({"id": device_id, **changes}))
+        return {"ok": True, "device": device.to_dict()}
+
+    def post_online(self, args: Args, *, online: bool) -> dict[str, Any]:
+        """Switch a known device offline or back online."""
+        if "id" not in args:
+            raise AdminError("id is required")
+        device_id = int(args["id"])
+        if device_id not in {d.id for d in self.sim.devices()}:
+            raise AdminError(f"unknown device {device_id}")
+        device = self.sim.set_online(device_id, online)
         return {"ok": True, "device": device.to_dict()}
 
     def post_outcome(self, args: Args) -> dict[str, Any]:

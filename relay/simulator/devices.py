@@ -126,7 +126,7 @@ class Phone:
         """Replay every poll and send up to ``now`` (a poll first when both fall together)."""
         while True:
             poll_at = self._next_poll()
-            send_at = self._free_at if self._queue else math.inf
+            send_at = self._free_at if self._queue and self.device.online else math.inf
             if min(poll_at, send_at) > now:
                 return
             if poll_at <= send_at:
@@ -138,7 +138,8 @@ class Phone:
         """Apply new settings at ``now`` (after :meth:`advance` to ``now``).
 
         A change of ``delaybetweenrequest`` or coming online restarts the poll phase at
-        ``now``; going offline freezes ``lastseen`` at the last poll.
+        ``now``; going offline freezes ``lastseen`` at the last poll and stops the phone
+        sending what it had already taken (a dead phone sends nothing) until it is back.
         """
         old = self.device
         if old.online and not device.online:
@@ -147,6 +148,8 @@ class Phone:
         if device.online and not (same_timing and old.online):
             self._origin = now
             self._poll_k = 1
+        if device.online and not old.online:
+            self._free_at = max(self._free_at, now)
         self.device = device
 
     def lastseen(self, now: float) -> float:

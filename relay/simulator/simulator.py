@@ -217,6 +217,12 @@ class Simulator:
         """Change some settings of a device from now on (e.g. ``online=False``)."""
         return self.engine.update_device(device_id, changes)
 
+    def set_online(self, device_id: int, online: bool) -> SimDevice:
+        """Switch a device offline (it stops polling: ``lastseen`` freezes, its messages
+        stay New and what it had taken is not sent) or back online (it polls again from
+        now and catches up). ``KeyError`` when unknown."""
+        return self.engine.update_device(device_id, {"online": online})
+
     def expire_token(self) -> str:
         """Invalidate the current token; returns the new one ``gettoken`` will give."""
         with self.engine.lock:
