@@ -136,8 +136,10 @@ def connect(
     hidden) when nothing answers — at once, without waiting for a server, unless Sentinels
     answer (a failover in progress is waited for, as by any call). Afterwards taking a
     connection waits up to ``patience`` s (default ``RELAY_REDIS_RECONNECT_TIMEOUT``) for a
-    server. ``options`` go to the connections (``relay serve`` sets ``socket_timeout`` and
-    ``max_connections``, and no patience: it answers 503 at once instead).
+    server. Every reply is awaited at most ``RELAY_REDIS_SOCKET_TIMEOUT`` s (a lost reply
+    raises :class:`redis.TimeoutError` instead of hanging the thread). ``options`` go to the
+    connections (``relay serve`` sets a shorter ``socket_timeout`` and ``max_connections``,
+    and no patience: it answers 503 at once instead).
     """
     sentinel = is_sentinel_url(settings.redis_url)
     try:
@@ -166,7 +168,9 @@ def connect(
 
 def connect_async(settings: Settings, **options: Any) -> aioredis.Redis:
     """An asyncio client for ``settings.redis_url`` (``relay serve``'s event streams), a
-    ``redis+sentinel://`` URL following the primary; ``options`` go to the connections."""
+    ``redis+sentinel://`` URL following the primary; ``options`` go to the connections
+    (``socket_timeout`` is ``RELAY_REDIS_SOCKET_TIMEOUT`` unless given)."""
+    options = {"socket_timeout": settings.redis_socket_timeout, **options}
     if not is_sentinel_url(settings.redis_url):
         return aioredis.Redis.from_url(settings.redis_url, **options)
     url = parse_sentinel_url(settings.redis_url)
@@ -210,6 +214,7 @@ def _client(settings: Settings, options: dict[str, Any]) -> redis.Redis:
         settings.redis_url,
         **{
             "socket_connect_timeout": CONNECT_TIMEOUT_S,
+            "socket_timeout": settings.redis_socket_timeout,
             "health_check_interval": 30,
             **keepalive,
             **options,
@@ -242,6 +247,7 @@ def _sentinel_client(settings: Settings, options: dict[str, Any]) -> redis.Redis
             "username": url.username,
             "password": url.password,
             "socket_connect_timeout": CONNECT_TIMEOUT_S,
+            "socket_timeout": settings.redis_socket_timeout,
             "socket_keepalive": True,
             "health_check_interval": 30,
             "retry": Retry(

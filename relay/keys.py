@@ -76,6 +76,12 @@ class Keys:
         timer; its value is the RQ job id (or ``timer``)."""
         return f"{self.prefix}:ticket:{lane.member}"
 
+    def progress(self, lane: LaneId) -> str:
+        """String, short-lived: the job id of the ticket run that last claimed on ``lane``,
+        set by every claim (``lua/claim.lua``) to expire after one run's bound; while it is
+        missing and the lane's oldest message waits long, the sweep judges the lane stalled."""
+        return f"{self.prefix}:progress:{lane.member}"
+
     @property
     def timers(self) -> str:
         """Sorted set: lane member → time (ms) its ticket may run again."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from relay.errors import ConfigError
@@ -50,6 +50,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds to wait for RELAY_REDIS_MIN_REPLICAS before a send fails and a "
         "batch waits.",
+    )
+    redis_socket_timeout: float = Field(
+        30.0,
+        ge=15,
+        description="Seconds a Redis reply may take before the call fails (a lost reply "
+        "never hangs a thread); above every blocking call relay makes (RQ's dequeue waits "
+        "10 s less, RELAY_REDIS_WAIT_TIMEOUT must be shorter).",
     )
     redis_reconnect_timeout: float = Field(
         30.0,
@@ -218,6 +225,12 @@ class Settings(BaseSettings):
         description="Seconds of silence after which a relay process counts as dead "
         "(heartbeats come every second).",
     )
+    lane_stall_after: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds the oldest message of a lane may wait with no ticket run making "
+        "progress on it before the sweep logs a WARNING and re-arms the lane.",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool | None = Field(
         None, description="JSON logs; default: JSON unless stderr is a terminal."
@@ -225,6 +238,15 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Port of the Prometheus metrics endpoint."
     )
+
+    @model_validator(mode="after")
+    def _socket_timeout_covers_waits(self) -> Settings:
+        if self.redis_socket_timeout <= self.redis_wait_timeout:
+            raise ValueError(
+                "RELAY_REDIS_SOCKET_TIMEOUT must exceed RELAY_REDIS_WAIT_TIMEOUT (a WAIT "
+                "blocks that long)"
+            )
+        return self
 
     @field_validator("log_level")
     @classmethod
@@ -331,6 +353,8 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
+            if not err["loc"]:  # a check of several fields names them itself
+                problems.append(str(err["msg"]))
+                continue
+            problems.append(f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}")
         raise ConfigError("; ".join(problems)) from None

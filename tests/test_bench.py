@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -39,24 +40,18 @@ def _bench_keys(url: str) -> list[bytes]:
         conn.close()
 
 
+def _tiny_bench(url: str, out: Path, logs: Path, *options: str) -> Any:
+    """``relay bench --tiny`` with ``options`` on ``url``, JSON to ``out``, logs in ``logs``."""
+    args = ["bench", "--tiny", *options, "--redis-url", url]
+    return CliRunner().invoke(cli, [*args, "--json-out", str(out), "--log-dir", str(logs)])
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_tiny_bench_writes_every_measurement(real_redis_url: str, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     before = set(_bench_keys(real_redis_url))
-    result = CliRunner().invoke(
-        cli,
-        [
-            "bench",
-            "--tiny",
-            "--redis-url",
-            real_redis_url,
-            "--json-out",
-            str(out),
-            "--log-dir",
-            str(tmp_path / "logs"),
-        ],
-    )
+    result = _tiny_bench(real_redis_url, out, tmp_path / "logs")
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     m = data["measurements"]
@@ -144,3 +139,54 @@ def test_fakeredis_is_refused(fake_redis_server: FakeRedisServer, tmp_path: Path
     assert result.exit_code != 0
     assert "fakeredis" in result.output
     assert not (tmp_path / "b.json").exists()
+
+
+# --- the soak ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_tiny_soak_runs_the_latency_scenario_under_load(
+    real_redis_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "soak.json"
+    before = set(_bench_keys(real_redis_url))
+    result = _tiny_bench(
+        real_redis_url, out, tmp_path / "logs", "--soak", "0.1", "--soak-load", "1"
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["load_processes"] == 1 and data["runs"]
+    for run in data["runs"]:
+        assert run["sent"] == 2 * 5 == run["arrived"]  # tiny: 5 samples per setup
+        assert run["p99_ms"] >= run["p50_ms"] > 0 and run["dump"] is None
+    assert data["missing"] == 0 and data["sent"] == 10 * len(data["runs"])
+    assert "run 1: 10/10 urgent arrived" in result.output
+    assert set(_bench_keys(real_redis_url)) <= before  # cleaned up after itself
+
+
+def test_the_soak_dump_shows_what_the_sweep_judges(make_ctx: Any) -> None:
+    from relay.bench.statedump import dump_state
+    from relay.dispatch.tickets import Arm, enqueue_tickets
+    from relay.lanes import LaneId
+    from relay.processes import beat
+    from relay.produce.producer import Producer
+
+    ctx = make_ctx()
+    lane = LaneId("u", 270, 0)
+    item = {"sendto": "+4915712345678", "body": "otp", "device_id": 270, "urgent": True}
+    [msg] = Producer(ctx).send_many([item])
+    arm = Arm.new(ctx.keys, lane)
+    enqueue_tickets(ctx, [arm])
+    ctx.conn.hset(f"rq:job:{arm.job_id}", mapping={"status": "started", "worker_name": "w1"})
+    ctx.conn.set(ctx.keys.ticket(lane), arm.job_id)
+    beat(ctx, "w1", "worker")
+    state = json.loads(json.dumps(dump_state(ctx.conn, ctx.keys.prefix, [msg])))
+    [urgent] = [entry for entry in state["lanes"] if entry["lane"] == lane.member]
+    assert (urgent["length"], urgent["head"], urgent["ticket"]) == (1, [msg], arm.job_id)
+    assert urgent["progress"] is None and urgent["progress_ttl_ms"] == -2
+    job = state["rq"]["ticket_jobs"][arm.job_id]
+    assert (job["status"], job["worker_name"]) == ("started", "w1")
+    assert state["heartbeats"]["w1"]["kind"] == "worker"
+    assert state["missing"][msg]["state"] == "queued"
+    assert state["timers"] == {} and state["inflight"] == {}

@@ -17,7 +17,8 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from relay.connection import RedisUnavailable, connect, safe_url
+from relay.api.app import redis_for
+from relay.connection import RedisUnavailable, connect, connect_async, safe_url
 from relay.context import Context
 from relay.errors import ConfigError
 from relay.run.worker import make_worker
@@ -254,3 +255,40 @@ def test_a_write_refused_by_a_demoted_primary_goes_to_the_new_one(tmp_path: Path
         assert sentinels.asked == 2
         assert rs.primary.client().get("moved") == b"yes"
         conn.close()
+
+
+# --- socket timeouts: a lost reply never hangs a thread ----------------------------------------
+
+
+def test_every_relay_redis_connection_has_the_socket_timeout(relay_settings: MakeSettings) -> None:
+    settings = relay_settings(redis_socket_timeout=21)
+    conn = connect(settings)
+    assert conn.connection_pool.connection_kwargs["socket_timeout"] == 21
+    worker = make_worker(Context.from_settings(settings, conn=conn), install_signals=False)
+    # RQ raises a pool's timeout to its BLPOP wait + 10 s: relay's stays, BLPOP fits inside
+    assert worker.connection.connection_pool.connection_kwargs["socket_timeout"] == 21
+    assert worker.dequeue_timeout + 5 <= 21
+    api = redis_for(settings)
+    assert api.connection_pool.connection_kwargs["socket_timeout"] == settings.api_redis_timeout
+    streams = connect_async(settings)
+    assert streams.connection_pool.connection_kwargs["socket_timeout"] == 21
+    for client in (conn, api):
+        client.close()
+
+
+def test_sentinel_connections_have_the_socket_timeout() -> None:
+    settings = load_settings(
+        redis_url="redis+sentinel://127.0.0.1:1/main/0", redis_socket_timeout=22
+    )
+    conn = connect(settings, check=False)
+    assert conn.connection_pool.connection_kwargs["socket_timeout"] == 22
+    streams = connect_async(settings)
+    assert streams.connection_pool.connection_kwargs["socket_timeout"] == 22
+    conn.close()
+
+
+def test_the_socket_timeout_must_exceed_the_replica_wait() -> None:
+    with pytest.raises(ConfigError, match="RELAY_REDIS_SOCKET_TIMEOUT must exceed"):
+        load_settings(redis_socket_timeout=20, redis_wait_timeout=20)
+    with pytest.raises(ConfigError, match="RELAY_REDIS_SOCKET_TIMEOUT"):
+        load_settings(redis_socket_timeout=5)  # RQ's dequeue must fit inside it

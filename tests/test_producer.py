@@ -205,7 +205,7 @@ def test_the_second_round_trip_happens_only_when_a_ticket_is_set(
     enqueued: list[list[Any]] = []
 
     def spy(*args: Any) -> None:
-        enqueued.append(args[2])
+        enqueued.append(args[1])
         enqueue_tickets(*args)
 
     monkeypatch.setattr(producer_module, "enqueue_tickets", spy)

@@ -107,7 +107,7 @@ def queued_jobs(ctx: Context) -> list[str]:
 
 def fake_job(ctx: Context, status: str, worker: str = "", dev: int = DEV) -> str:
     arm = Arm.new(ctx.keys, LaneId("b", dev, SIM))
-    enqueue_tickets(ctx.conn, ctx.keys, [arm])
+    enqueue_tickets(ctx, [arm])
     ctx.conn.delete(f"rq:queue:{ctx.keys.bulk_queue}")
     ctx.conn.hset(f"rq:job:{arm.job_id}", mapping={"status": status, "worker_name": worker})
     ctx.conn.set(ctx.keys.ticket(LaneId("b", dev, SIM)), arm.job_id)
@@ -134,7 +134,7 @@ def test_sweep_rearms_a_timer_ticket_that_lost_its_timer(fctx: Context) -> None:
     assert ticket(fctx) in queued_jobs(fctx)
 
 
-@pytest.mark.parametrize("status", ["failed", "stopped", "canceled"])
+@pytest.mark.parametrize("status", ["failed", "stopped", "canceled", "finished"])
 def test_sweep_rearms_a_ticket_whose_job_ended_badly(fctx: Context, status: str) -> None:
     lane_with_work(fctx)
     dead = fake_job(fctx, status)

@@ -62,7 +62,10 @@ class Setup(Closing):
         self.workers: Workers | None = None
         self.relay: Relay | None = None
         self.sent: dict[int, float] = {}
+        self.ids: dict[int, str] = {}
         self.enqueue_s = 0.0
+        self.keep_keys = False
+        """Leave the prefix's keys in Redis at close (a failed soak run, for inspection)."""
 
     def __enter__(self) -> Setup:
         try:
@@ -91,23 +94,28 @@ class Setup(Closing):
         assert self.relay is not None
         cid = CUSTOMER_BASE + i
         device = self.devices[i % len(self.devices)].id
-        self.relay.send(
+        self.ids[cid] = self.relay.send(
             f"+49151{i:08d}", f"Your code is {100000 + i}", device, urgent=True, customerid=cid
         )
         self.sent[cid] = time.time()
 
-    def latencies(self) -> list[float]:
+    def arrivals(self) -> dict[int, float]:
+        """When each urgent sample that reached the simulator was stored (customer id → s)."""
+        return {
+            entry["customerid"]: entry["stored_at"]
+            for entry in self.sim.ledger()
+            if entry.get("customerid") in self.sent
+        }
+
+    def latencies(self, wait: float = WAIT_S) -> list[float]:
         """Milliseconds from each return of ``send`` to the store, once all are stored."""
         found: dict[int, float] = {}
 
         def all_stored() -> bool:
-            for entry in self.sim.ledger():
-                cid = entry.get("customerid")
-                if cid in self.sent:
-                    found[cid] = entry["stored_at"]
+            found.update(self.arrivals())
             return len(found) == len(self.sent)
 
-        if not wait_until(all_stored, WAIT_S, poll=0.5):
+        if not wait_until(all_stored, wait, poll=0.5):
             raw: dict[bytes, bytes] = self.conn.hgetall(  # type: ignore[assignment]
                 Keys(self.settings.key_prefix).counts
             )
@@ -142,7 +150,8 @@ class Setup(Closing):
         if self.workers is not None:
             self.workers.stop()
         self.sim.close()
-        self.scope.cleanup()
+        if not self.keep_keys:
+            self.scope.cleanup()
         self.conn.close()
 
 

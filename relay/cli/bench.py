@@ -54,6 +54,19 @@ EMBEDDED = "embedded"
     type=click.Path(file_okay=False, path_type=Path),
     help="Where worker and simulator logs go (default: a new temporary directory).",
 )
+@click.option(
+    "--soak",
+    "soak_minutes",
+    type=click.FloatRange(min=0),
+    help="Instead: repeat the urgent-latency scenario under added CPU load for MINUTES; "
+    "if an urgent message does not arrive, dump relay's state, keep its keys, exit 1.",
+    metavar="MINUTES",
+)
+@click.option(
+    "--soak-load",
+    type=click.IntRange(min=0),
+    help="Spinning processes of the soak's added CPU load (default: one per core).",
+)
 def bench(
     redis_url: str,
     quick: bool,
@@ -62,9 +75,12 @@ def bench(
     only: tuple[str, ...],
     profile_dir: Path | None,
     log_dir: Path | None,
+    soak_minutes: float | None,
+    soak_load: int | None,
 ) -> None:
     """Measure enqueue, end to end, urgent latency, memory, gateway calls, scale-out and
-    the reconciler, beside plain RQ; print a table and write JSON."""
+    the reconciler, beside plain RQ; print a table and write JSON. With ``--soak``, hunt
+    for urgent messages that never arrive instead."""
     from rich.console import Console
 
     from relay.log import configure
@@ -81,6 +97,9 @@ def bench(
             log_dir=log_dir or Path(tempfile.mkdtemp(prefix="relay-bench-")),
             profile_dir=profile_dir,
         )
+        if soak_minutes is not None:
+            _soak(cfg, soak_minutes, soak_load, json_out, console)
+            return
         _bench(cfg, json_out, console)
 
 
@@ -115,6 +134,44 @@ def _bench(cfg: BenchConfig, json_out: Path, console: Console) -> None:
     engine = results.redis
     click.echo(f"redis: {engine['engine']}, allocator {engine['mem_allocator']}", err=True)
     click.echo(f"JSON written to {json_out}", err=True)
+
+
+def _soak(
+    cfg: BenchConfig, minutes: float, load: int | None, json_out: Path, console: Console
+) -> None:
+    import json
+
+    from relay.bench.env import check_real_redis
+    from relay.bench.soak import SoakRun, soak
+    from relay.bench.suite import BenchError
+
+    try:
+        check_real_redis(cfg.redis_url)
+    except BenchError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    def show(run: SoakRun) -> None:
+        click.echo(run.line())
+
+    console.print(
+        f"[dim]relay bench --soak {minutes:g} ({cfg.mode} latency scenario) on {cfg.redis_url}; "
+        f"logs in {cfg.log_dir}[/dim]"
+    )
+    result = soak(cfg, minutes, load=load, on_run=show)
+    json_out.write_text(json.dumps(result.to_dict(), indent=2))
+    click.echo(
+        f"soak: {len(result.runs)} runs under {result.load_processes} spinning processes, "
+        f"{result.sent} urgent messages, {result.missing} missing, "
+        f"{result.stalls} stalled lanes re-armed by the sweep"
+    )
+    click.echo(f"JSON written to {json_out}", err=True)
+    failed = next((r for r in result.runs if r.missing), None)
+    if failed is not None:
+        raise click.ClickException(
+            f"{failed.missing} urgent messages never arrived in run {failed.number}; "
+            f"state dumped to {failed.dump} (workers' stacks in their logs in {cfg.log_dir}); "
+            f"keys kept under the prefixes {', '.join(failed.kept_prefixes)}"
+        )
 
 
 COMMANDS = [bench]

@@ -19,6 +19,7 @@ from relay import scripts
 from relay.connection import text
 from relay.context import Context
 from relay.devices import Pace
+from relay.dispatch.tickets import run_bound_s
 from relay.lanes import LaneId, pool_lanes
 from relay.pools import DAY_MS, HOUR_MS, limit_of, pools_of
 
@@ -79,6 +80,7 @@ def claim(ctx: Context, lane: LaneId, pace: Pace, *, job: str, worker: str) -> C
         k.offline,
         k.quota(pair, "h", hour),
         k.quota(pair, "d", day),
+        k.progress(lane),
         *(k.pool_lane(urgent) for urgent, _ in pools),
         *(k.pool_lane(bulk) for _, bulk in pools),
     ]
@@ -103,6 +105,7 @@ def claim(ctx: Context, lane: LaneId, pace: Pace, *, job: str, worker: str) -> C
         (day + 1) * DAY_MS,
         OFFLINE_RECHECK_MS,
         k.msg(""),
+        round(run_bound_s(settings) * 1000),
     ]
     answer: Any = scripts.call(ctx.conn, "claim", keys, args)
     ids, n_urgent, next_free, verdict, cap = answer

@@ -217,7 +217,7 @@ def return_to_lanes(
             pipe.zrem(k.verify, batch.bid)
         answers = pipe.execute()
     armed = back.result(answers).armed
-    enqueue_tickets(ctx.conn, k, [Arm(lane, job) for lane, job in armed.items()])
+    enqueue_tickets(ctx, [Arm(lane, job) for lane, job in armed.items()])
     if again or give_up:
         log.warning(
             "recovery.put_back",

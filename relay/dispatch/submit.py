@@ -355,7 +355,7 @@ class Submitter:
             answers = pipe.execute()
         armed = back.result(answers).armed
         arms = [Arm(lane, job) for lane, job in armed.items() if lane != self.lane]
-        enqueue_tickets(self.ctx.conn, self.keys, arms)
+        enqueue_tickets(self.ctx, arms)
 
     def unknown(self, sub: Submission, pace: Pace, error: str) -> None:
         """It may have been stored: ``unknown``, batch to ``verify``; never resent blind."""

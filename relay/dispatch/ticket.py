@@ -24,7 +24,7 @@ from relay.context import Context, current
 from relay.devices import pace_for
 from relay.dispatch.claim import Claim, claim
 from relay.dispatch.submit import Submitter
-from relay.dispatch.tickets import TIMER, Arm, enqueue_tickets, handoff
+from relay.dispatch.tickets import LOOP_SECONDS, TIMER, Arm, enqueue_tickets, handoff
 from relay.lanes import LaneId, LaneKind, kind_of
 from relay.log import get_logger
 from relay.processes import process_name
@@ -36,8 +36,6 @@ RunEnd = Literal["released", "timer", "handed", "stale", "backoff"]
 timer), handed to a fresh job, a stale duplicate (another job holds the ticket), or on a
 backoff timer after a failure."""
 
-LOOP_SECONDS = 1.0
-"""A ticket run stops claiming after this long and hands the lane to a fresh job."""
 LOOP_BATCHES = 10
 """... or after this many batches."""
 BACKOFF_BASE_S = 0.5
@@ -123,7 +121,7 @@ class TicketRun:
         arm = Arm.new(self.ctx.keys, self.lane)
         if not handoff(self.ctx, self.lane, self.job, arm.job_id):
             return "stale"
-        enqueue_tickets(self.ctx.conn, self.ctx.keys, [arm])
+        enqueue_tickets(self.ctx, [arm])
         return "handed"
 
     def park(self, hold: str | None, got: Claim, *, auth: bool) -> RunEnd:

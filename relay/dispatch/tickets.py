@@ -13,6 +13,7 @@ or onto a timer) and ``lua/pop_due.lua`` (:func:`pop_due`: due timers get fresh 
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,16 +29,33 @@ from relay.context import Context
 from relay.keys import Keys
 from relay.lanes import KINDS, LaneId, LaneKind
 from relay.log import get_logger
+from relay.settings import Settings
 
 log = get_logger(__name__)
 
 TICKET_FUNC = "relay.dispatch.run_ticket"
 """The job function of every ticket, ``run_ticket(kind, dev, sim)``: a path that stays."""
-TICKET_TIMEOUT = 300
+LOOP_SECONDS = 1.0
+"""A ticket run stops claiming after this long and hands the lane to a fresh job."""
+RUN_MARGIN_S = 10.0
+"""Added to one run's loop and last gateway request for its Redis calls (see
+:func:`run_bound_s`)."""
 FAILURE_TTL = 86400
 TIMER = "timer"
 """The ticket key's value while the lane's ticket waits on ``Keys.timers``."""
 TIMERS_PER_CALL = 200
+
+
+def run_bound_s(settings: Settings) -> float:
+    """How long one ticket run can really last: its loop (:data:`LOOP_SECONDS`), then the
+    request of the batch it started last (``RELAY_GATEWAY_TIMEOUT``; ``addalotofsms`` is never
+    retried), a ``WAIT`` (``RELAY_REDIS_WAIT_TIMEOUT``) and :data:`RUN_MARGIN_S`.
+
+    The RQ timeout of every ticket job (a run stuck past it is stopped, its batch verified
+    by recovery), and the life of the lane's progress key each claim sets.
+    """
+    waits = settings.gateway_timeout + settings.redis_wait_timeout
+    return LOOP_SECONDS + waits + RUN_MARGIN_S
 
 
 @dataclass(frozen=True)
@@ -67,10 +85,12 @@ def queue(conn: redis.Redis, keys: Keys, kind: LaneKind) -> Queue:
     return Queue(keys.queue_for(kind), connection=conn, serializer=JSONSerializer)
 
 
-def enqueue_tickets(conn: redis.Redis, keys: Keys, arms: Sequence[Arm]) -> None:
-    """Enqueue one RQ job per arm, all in one pipeline."""
+def enqueue_tickets(ctx: Context, arms: Sequence[Arm]) -> None:
+    """Enqueue one RQ job per arm, all in one pipeline (RQ timeout: :func:`run_bound_s`)."""
     if not arms:
         return
+    conn, keys = ctx.conn, ctx.keys
+    timeout = math.ceil(run_bound_s(ctx.settings))
     with conn.pipeline() as pipe:
         for kind in KINDS:
             mine = [a for a in arms if a.lane.kind == kind]
@@ -81,7 +101,7 @@ def enqueue_tickets(conn: redis.Redis, keys: Keys, arms: Sequence[Arm]) -> None:
                     TICKET_FUNC,
                     args=(a.lane.kind, a.lane.device, a.lane.sim),
                     job_id=a.job_id,
-                    timeout=TICKET_TIMEOUT,
+                    timeout=timeout,
                     result_ttl=0,
                     failure_ttl=FAILURE_TTL,
                     description=f"dispatch {a.lane.label}",
@@ -123,7 +143,7 @@ def rearm(ctx: Context, lane: LaneId, holder: str | None, *, lost: bool = False)
     else:
         taken = handoff(ctx, lane, holder, arm.job_id)
     if taken:
-        enqueue_tickets(ctx.conn, ctx.keys, [arm])
+        enqueue_tickets(ctx, [arm])
         if lost:
             log.warning("sweep.rearmed", lane=lane.member, lost=holder or "missing", job=arm.job_id)
         else:
@@ -156,5 +176,5 @@ def fire_timers(ctx: Context, limit: int = TIMERS_PER_CALL) -> tuple[int, float 
     if not due:
         return 0, wait
     armed = pop_due(ctx, due, now_ms)
-    enqueue_tickets(ctx.conn, ctx.keys, armed)
+    enqueue_tickets(ctx, armed)
     return len(armed), 0.0 if len(members) == limit else wait

@@ -14,8 +14,9 @@
 -- KEYS[8]   offline              set of the ids of the devices offline now
 -- KEYS[9]   quota:<dev>:<sim>:h<n>  messages taken in this hour window
 -- KEYS[10]  quota:<dev>:<sim>:d<n>  messages taken in this day window
--- KEYS[11 .. 10+p]       lane:pu:<pool>  the urgent lanes of the p pools of this device/SIM
--- KEYS[11+p .. 10+2p]    lane:pb:<pool>  their bulk lanes, same order
+-- KEYS[11]  progress:<kind>:<dev>:<sim>  this lane's progress key (set to the job id)
+-- KEYS[12 .. 11+p]       lane:pu:<pool>  the urgent lanes of the p pools of this device/SIM
+-- KEYS[12+p .. 11+2p]    lane:pb:<pool>  their bulk lanes, same order
 -- ARGV[1]   now (ms)
 -- ARGV[2]   batch_max
 -- ARGV[3]   interval between two messages (ms; 0 = unlimited)
@@ -36,6 +37,7 @@
 -- ARGV[18]  end (ms) of the day window of KEYS[10]
 -- ARGV[19]  ms an offline device's ticket waits before it looks again
 -- ARGV[20]  the prefix of message keys (Keys.msg("")): a pooled id's record is that .. id
+-- ARGV[21]  ttl of the progress key (ms): one run's bound
 --
 -- Online: a device in KEYS[8] takes no pooled ids, and none of its own while ARGV[13] is 1
 -- (they are held, never submitted).
@@ -60,6 +62,9 @@
 -- until the spent window ends; a "b" ticket with no urgent id it may take and bulk blocked
 -- only by pacing: until the next batch may go) ZADD its member to timers at that moment
 -- and SET the key to "timer" ("timer"); else "more".
+--
+-- Progress: every claim, stale or not, SETs the progress key to the job id with PX ARGV[21]:
+-- the lane moves. The sweep re-arms a lane whose key expired while its oldest message waits.
 --
 -- Returns {ids, number of urgent ids (the first ones), next free ms (or the timer's), verdict,
 -- cap used (0: none)}.
@@ -123,7 +128,7 @@ end
 -- urgent: all at once (within the quota unless urgent_over)
 local u_max = max
 if not urgent_over then u_max = room(0) end
-local n_urgent = take_kind(1, 11, u_max)
+local n_urgent = take_kind(1, 12, u_max)
 local tat = tonumber(redis.call("HGET", KEYS[3], "tat") or "0") or 0
 if tat < now then tat = now end
 if interval > 0 then tat = tat + n_urgent * interval end
@@ -136,7 +141,7 @@ if interval > 0 then
   if pace < allowed then allowed = pace end
 end
 if room(n_urgent) < allowed then allowed = room(n_urgent) end
-local n_bulk = take_kind(2, 11 + p, allowed)
+local n_bulk = take_kind(2, 12 + p, allowed)
 if interval > 0 then
   tat = tat + n_bulk * interval
   if #ids > 0 then redis.call("HSET", KEYS[3], "tat", string.format("%.0f", tat)) end
@@ -173,8 +178,8 @@ local function left(own, first)
   if pool_ok then open = open + pool_n end
   return own_n + pool_n, open
 end
-local u_all, u_open = left(1, 11)
-local b_all, b_open = left(2, 11 + p)
+local u_all, u_open = left(1, 12)
+local b_all, b_open = left(2, 12 + p)
 
 -- the moment the next bulk batch may go: when the allowance covers min(burst, what waits)
 local next_free = now
@@ -198,6 +203,8 @@ if mine > 0 then
     wake = next_free
   end
 end
+
+redis.call("SET", KEYS[11], job, "PX", ARGV[21])
 
 local holder = redis.call("GET", KEYS[6])
 local verdict

@@ -256,7 +256,7 @@ class Producer:
         """Enqueue the RQ jobs of the tickets the enqueue script set."""
         lanes = [a.lane.member for a in armed]
         try:
-            enqueue_tickets(self.ctx.conn, self.keys, armed)
+            enqueue_tickets(self.ctx, armed)
         except redis.RedisError as exc:
             # The messages are stored (the script ran): answering an error now would make a
             # caller resend them. A ticket key without its job is re-armed by the sweep

@@ -59,7 +59,7 @@ def promote_due(ctx: Context, limit: int = 1000) -> int:
         return 0
     moved, armed = _promote(ctx, lanes, now_ms)
     if armed:
-        enqueue_tickets(ctx.conn, ctx.keys, armed)
+        enqueue_tickets(ctx, armed)
     if moved:
         log.info(
             "schedule.promoted",

@@ -157,7 +157,7 @@ def _retry_lane(ctx: Context, pair: DeviceSim, ids: list[str], outcome: Outcome)
         except redis.WatchError:
             continue
         armed = back.result(answers).armed
-        enqueue_tickets(ctx.conn, k, [Arm(lane, job) for lane, job in armed.items()])
+        enqueue_tickets(ctx, [Arm(lane, job) for lane, job in armed.items()])
         outcome.add(left)
         outcome.done.extend(ready)
         return

@@ -8,8 +8,11 @@ which
   key is missing; or it says ``timer`` but the lane is not on ``timers``; or it names an
   RQ job that no longer exists or waits in no queue (seen so across
   :data:`MISSING_JOB_GRACE_S`, since a producer sets the key a moment before it enqueues
-  the job, and a worker pops a job a moment before it starts it), that failed or stopped,
-  or that was started by a worker that is dead (:func:`relay.processes.is_dead`);
+  the job, and a worker pops a job a moment before it starts it), that failed, stopped or
+  finished, or that was started by a worker that is dead (:func:`relay.processes.is_dead`)
+  or that no heartbeat names (seen so across :data:`MISSING_JOB_GRACE_S`);
+- re-arms every lane that stalled, whatever its ticket says: its oldest message waited past
+  ``RELAY_LANE_STALL_AFTER`` while no claim made progress on it (:mod:`relay.run.stalls`);
 - gives back the leases dead processes held, and forgets processes silent for long;
 - takes dead workers' in-flight batches to verification
   (:func:`relay.dispatch.recovery.recover_inflight`) and verifies the batches that are due
@@ -37,6 +40,7 @@ from relay.lanes import KINDS, LaneId, PoolLane, device_sims, pool_lanes
 from relay.log import get_logger
 from relay.pools import members, pools_of
 from relay.processes import Beat, Lease, is_dead, read_beats
+from relay.run.stalls import Held, stalled
 
 log = get_logger(__name__)
 
@@ -44,7 +48,9 @@ PROCESS_FORGET_AFTER_S = 3600.0
 """A dead process's heartbeat entry is removed after this long."""
 MISSING_JOB_GRACE_S = 2.0
 """A ticket naming a job that does not exist is re-armed only when seen so this long."""
-DEAD_JOB_STATES = frozenset({"failed", "stopped", "canceled"})
+DEAD_JOB_STATES = frozenset({"failed", "stopped", "canceled", "finished"})
+"""RQ job states that hold no running ticket (a finished run that still holds its ticket
+died between the end of its work and its hand-over)."""
 
 _suspects: dict[tuple[str, LaneId], tuple[str, float]] = {}
 
@@ -85,19 +91,11 @@ def sweep(ctx: Context, *, missing_grace: float = MISSING_JOB_GRACE_S) -> SweepR
 # --- lost tickets -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Busy:
-    """A lane holding work, and what its ticket says."""
-
-    lane: LaneId
-    holder: str | None
-    on_timer: bool
-
-
 def rearm_lost_tickets(
     ctx: Context, beats: dict[str, Beat], *, missing_grace: float = MISSING_JOB_GRACE_S
 ) -> list[str]:
-    """Re-arm each lane with work whose ticket is lost; returns the lane members re-armed."""
+    """Re-arm each lane with work whose ticket is lost, or that stalled
+    (:mod:`relay.run.stalls`); returns the lane members re-armed."""
     k = ctx.keys
     pools = ctx.settings.pools
     pairs = sorted({*device_sims(ctx.conn, k), *(p for n in pools for p in members(pools, n))})
@@ -110,17 +108,46 @@ def rearm_lost_tickets(
             pipe.zscore(k.timers, lane.member)
         raw = pipe.execute()
     busy = [
-        _Busy(lane, maybe_text(raw[3 * i + 1]), raw[3 * i + 2] is not None)
+        (lane, maybe_text(raw[3 * i + 1]), raw[3 * i + 2])
         for i, lane in enumerate(lanes)
         if int(raw[3 * i]) > 0
         or any(waiting[PoolLane(lane.kind, n)] for n in pools_of(pools, lane.pair))
     ]
-    jobs = _job_states(ctx, [b.holder for b in busy if b.holder and b.holder != TIMER])
-    return [
-        b.lane.member
-        for b in busy
-        if _is_lost(ctx, b, jobs, beats, missing_grace) and rearm(ctx, b.lane, b.holder, lost=True)
-    ]
+    jobs = _job_states(ctx, [h for _, h, _ in busy if h and h != TIMER])
+    held = [_held(lane, holder, score, jobs) for lane, holder, score in busy]
+    lost = [h for h in held if _is_lost(ctx, h, beats, missing_grace)]
+    rearmed = [h.lane.member for h in lost if rearm(ctx, h.lane, h.holder, lost=True)]
+    gone = set(lost)
+    for stall in stalled(ctx, [h for h in held if h not in gone]):
+        h = stall.held
+        log.warning(
+            "sweep.lane_stalled",
+            lane=h.lane.member,
+            waited_s=round(stall.waited_s, 1),
+            holder=h.holder,
+            job_state=h.state,
+            worker=h.worker,
+            head=stall.head,
+        )
+        if rearm(ctx, h.lane, h.holder):
+            rearmed.append(h.lane.member)
+    return rearmed
+
+
+def _held(
+    lane: LaneId,
+    holder: str | None,
+    timer_score: float | None,
+    jobs: dict[str, tuple[str | None, str | None]],
+) -> Held:
+    if holder is None:
+        return Held(lane, None, "none")
+    if holder == TIMER:
+        return Held(lane, holder, TIMER, None if timer_score is None else float(timer_score))
+    if holder not in jobs:
+        return Held(lane, holder, "missing")
+    status, worker = jobs[holder]
+    return Held(lane, holder, status or "unknown", worker=worker)
 
 
 def _pool_waiting(ctx: Context) -> dict[PoolLane, int]:
@@ -152,24 +179,21 @@ def _job_states(ctx: Context, job_ids: list[str]) -> dict[str, tuple[str | None,
     return {job: (row[0], row[1] or None) for job, row in found.items() if job not in popped}
 
 
-def _is_lost(
-    ctx: Context,
-    busy: _Busy,
-    jobs: dict[str, tuple[str | None, str | None]],
-    beats: dict[str, Beat],
-    missing_grace: float,
-) -> bool:
-    holder = busy.holder
+def _is_lost(ctx: Context, held: Held, beats: dict[str, Beat], missing_grace: float) -> bool:
+    holder = held.holder
     if holder is None:
         return True
     if holder == TIMER:
-        return not busy.on_timer
-    if holder not in jobs:
-        return _missing_long_enough(ctx, busy.lane, holder, missing_grace)
-    status, worker = jobs[holder]
-    if status in DEAD_JOB_STATES:
+        return held.timer_ms is None
+    if held.state == "missing":
+        return _missing_long_enough(ctx, held.lane, holder, missing_grace)
+    if held.state in DEAD_JOB_STATES:
         return True
-    return status == "started" and worker is not None and is_dead(ctx, beats.get(worker))
+    if held.state != "started" or held.worker is None:
+        return False
+    if held.worker not in beats:  # a worker relay never heard of, or one long forgotten
+        return _missing_long_enough(ctx, held.lane, holder, missing_grace)
+    return is_dead(ctx, beats[held.worker])
 
 
 def _missing_long_enough(ctx: Context, lane: LaneId, holder: str, grace: float) -> bool:

@@ -9,12 +9,14 @@ process also runs :mod:`relay.run.duties` on a thread of its own.
 SIGTERM/SIGINT: RQ's warm shutdown — the running ticket hands its lane over after its
 current batch, then the worker and the duties thread stop. Nothing stays ``submitting``.
 A stop signal during start-up (waiting for the first device sync) stops the worker before
-its first job. ``--processes N`` runs N such processes under :mod:`relay.run.supervisor`;
+its first job. SIGUSR1 writes every thread's stack to stderr (:mod:`faulthandler`): where
+a stuck worker stands. ``--processes N`` runs N such processes under :mod:`relay.run.supervisor`;
 ``--burst`` runs until relay is idle (:mod:`relay.run.burst`).
 """
 
 from __future__ import annotations
 
+import faulthandler
 import math
 import signal
 import threading
@@ -47,6 +49,21 @@ LOOP_RESTART_PAUSE_S = 1.0
 """Pause before RQ's work loop starts again after it quit on an error."""
 LOOP_QUICK_S = 10.0
 LOOP_QUICK_QUITS = 5
+DEQUEUE_MARGIN_S = 10
+"""RQ's dequeue (``BLPOP``) waits this much less than ``RELAY_REDIS_SOCKET_TIMEOUT``."""
+STACKS_SIGNAL = signal.SIGUSR1
+"""On this signal a worker process writes every thread's stack to stderr (faulthandler)."""
+
+
+def rq_worker_ttl(settings: Settings) -> int:
+    """RQ's ``worker_ttl`` that keeps its dequeue inside the socket timeout.
+
+    RQ blocks in ``BLPOP`` for ``worker_ttl - 15`` s and raises the connection's socket
+    timeout to ``worker_ttl - 5`` s when it is lower (for the whole pool, so for relay's own
+    calls in the worker too). This ``worker_ttl`` makes the ``BLPOP`` wait
+    :data:`DEQUEUE_MARGIN_S` less than ``RELAY_REDIS_SOCKET_TIMEOUT``, which RQ then keeps.
+    """
+    return math.floor(settings.redis_socket_timeout) - DEQUEUE_MARGIN_S + 15
 
 
 class WorkerLoopFailing(RelayError):
@@ -147,6 +164,7 @@ def make_worker(
         name=name or process_name("worker"),
         connection=ctx.conn,
         serializer=JSONSerializer,
+        worker_ttl=rq_worker_ttl(ctx.settings),
     )
     worker.install_signals = install_signals
     return worker
@@ -192,6 +210,7 @@ def _on_stop_signals(*handlers: Callable[[], object]) -> None:
 
 def _work_forever(ctx: Context, settings: Settings) -> None:
     name = process_name("worker")
+    faulthandler.register(STACKS_SIGNAL, all_threads=True)
     ticket.clear_stop()
     # Until RQ installs its own handlers (in work()), a stop signal is only noted; the
     # worker then stops before its first job instead of dying half set up.
