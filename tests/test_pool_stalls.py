@@ -6,6 +6,7 @@ held on purpose: no warning. (FakeClock, fake stuck ticket jobs; real Redis and 
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import pytest
@@ -42,7 +43,7 @@ def offline(ctx: Context, *pairs: DeviceSim) -> None:
     record(ctx, [Presence(p.device, False, ctx.now_ms() - 600_000) for p in pairs])
 
 
-def stall_logs(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def stall_logs(logs: Sequence[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
     return [e for e in logs if e["event"] == "sweep.lane_stalled"]
 
 
