@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from relay import presence
 from relay.connection import text
 from relay.errors import RelayError
+from relay.handback import hand_back
 from relay.lanes import device_sims
 from relay.log import get_logger
 from relay.processes import Lease, lease_ttl_ms, process_name
@@ -231,7 +232,9 @@ def sync_devices(ctx: Context) -> list[Device]:
         pipe.set(ctx.keys.devices_synced, ctx.now_ms())
         pipe.execute()
     forget_cache(ctx.keys.prefix)
-    presence.record(ctx, [_presence(d, stored[d.id]["online"]) for d in devices])
+    changes = presence.record(ctx, [_presence(d, stored[d.id]["online"]) for d in devices])
+    if changes.gone:
+        hand_back(ctx, changes.gone)
     log.info("devices.synced", devices=len(devices))
     return devices
 

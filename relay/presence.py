@@ -10,7 +10,9 @@ each change adds one event to the events stream (``event`` ``device.offline`` or
 ``device.online``, ``device_id``, ``state``, ``at``, ``lastseen``), which the webhook and
 ``GET /v1/events`` carry like any other. The lanes of a device that came back get their
 tickets re-armed (:func:`relay.dispatch.tickets.rearm`), so messages held while it was away
-go at once. Devices the gateway no longer lists are left as they were.
+go at once; the pooled messages waiting in the lanes of a device that went offline go back
+to their pools (:mod:`relay.handback`). Devices the gateway no longer lists are left as they
+were.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from relay import scripts
-from relay.connection import text
-from relay.dispatch.tickets import TIMER, rearm
-from relay.lanes import KINDS, LaneId, device_sims
+from relay.connection import maybe_text, text
+from relay.dispatch.tickets import wake
+from relay.lanes import KINDS, device_sims
 from relay.log import get_logger
 
 if TYPE_CHECKING:
@@ -59,19 +61,27 @@ def is_online(settings: Settings, seen: datetime | None, poll: float | None, now
     return now - seen.timestamp() <= offline_after(settings, poll)
 
 
-def record(ctx: Context, seen: Sequence[Presence]) -> list[int]:
+@dataclass(frozen=True)
+class Changes:
+    """What :func:`record` changed: the devices that came back, and those that went offline."""
+
+    back: list[int]
+    gone: list[int]
+
+
+def record(ctx: Context, seen: Sequence[Presence]) -> Changes:
     """``lua/presence.lua``: update ``Keys.offline`` and emit one event per change; re-arm
-    the lanes of the devices that came back. Returns those devices."""
+    the lanes of the devices that came back. Returns the changes."""
     if not seen:
-        return []
+        return Changes([], [])
     args: list[scripts.Arg] = [ctx.settings.events_maxlen, ctx.now_ms()]
     for p in seen:
         args += [p.device, "1" if p.online else "0", "" if p.lastseen_ms is None else p.lastseen_ms]
     answer: Any = scripts.call(ctx.conn, "presence", [ctx.keys.offline, ctx.keys.events], args)
-    back = [int(text(dev)) for dev in answer]
+    back, gone = ([int(text(dev)) for dev in ids] for ids in answer)
     if back:
         log.info("devices.back_online", devices=back, rearmed=rearm_devices(ctx, back))
-    return back
+    return Changes(back, gone)
 
 
 def rearm_devices(ctx: Context, devices: Iterable[int]) -> list[str]:
@@ -91,17 +101,8 @@ def rearm_devices(ctx: Context, devices: Iterable[int]) -> list[str]:
     return [
         lane.member
         for i, lane in enumerate(lanes)
-        if int(raw[2 * i]) > 0 and _wake(ctx, lane, raw[2 * i + 1])
+        if int(raw[2 * i]) > 0 and wake(ctx, lane, maybe_text(raw[2 * i + 1]))
     ]
-
-
-def _wake(ctx: Context, lane: LaneId, holder: bytes | str | None) -> bool:
-    """A lane without a ticket, or whose ticket waits on a timer, gets a fresh job now; one
-    whose job is queued or running is left to it."""
-    value = None if holder is None else text(holder)
-    if value is not None and value != TIMER:
-        return False
-    return rearm(ctx, lane, value)
 
 
 def offline_devices(ctx: Context) -> set[int]:

@@ -23,6 +23,7 @@ match          :func:`relay.reconcile.lookup.record_matches`
 unpend         :func:`relay.reconcile.apply.unpend`
 lease          :class:`relay.processes.Lease`
 presence       :func:`relay.presence.record`
+handback       :func:`relay.handback.hand_back` (``_hand_back_pair``)
 expire         :func:`relay.dispatch.expiry.expire_due`
 =============  ==================================================================
 """

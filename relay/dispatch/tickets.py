@@ -151,6 +151,14 @@ def rearm(ctx: Context, lane: LaneId, holder: str | None, *, lost: bool = False)
     return taken
 
 
+def wake(ctx: Context, lane: LaneId, holder: str | None) -> bool:
+    """A lane without a ticket, or whose ticket waits on a timer, gets a fresh job now
+    (:func:`rearm`); one whose job is queued or running is left to it."""
+    if holder is not None and holder != TIMER:
+        return False
+    return rearm(ctx, lane, holder)
+
+
 def pop_due(ctx: Context, due: Sequence[LaneId], now_ms: int) -> list[Arm]:
     """``lua/pop_due.lua``: take ``due`` lanes off the timers; the arms whose ticket it set."""
     arms = [Arm.new(ctx.keys, lane) for lane in due]

@@ -9,9 +9,9 @@
 -- Changes: a device found offline that was not is added to the set, one found online that
 -- was offline is removed; each change adds one event (event device.offline or
 -- device.online, device_id, state offline/online, at, lastseen). Devices whose state did
--- not change are left alone. Returns the ids that came back online.
+-- not change are left alone. Returns {ids that came back online, ids that went offline}.
 
-local back = {}
+local back, gone = {}, {}
 for i = 3, #ARGV, 3 do
   local dev, online, seen = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local changed, state
@@ -27,7 +27,7 @@ for i = 3, #ARGV, 3 do
       ev[#ev + 1] = seen
     end
     redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[1], "*", unpack(ev))
-    if online == "1" then back[#back + 1] = dev end
+    if online == "1" then back[#back + 1] = dev else gone[#gone + 1] = dev end
   end
 end
-return back
+return {back, gone}

@@ -11,8 +11,11 @@ which
   the job, and a worker pops a job a moment before it starts it), that failed, stopped or
   finished, or that was started by a worker that is dead (:func:`relay.processes.is_dead`)
   or that no heartbeat names (seen so across :data:`MISSING_JOB_GRACE_S`);
+- hands the pooled messages waiting in the lanes of offline devices back to their pools
+  (:mod:`relay.handback`);
 - re-arms every lane that stalled, whatever its ticket says: its oldest message waited past
-  ``RELAY_LANE_STALL_AFTER`` while no claim made progress on it (:mod:`relay.run.stalls`);
+  ``RELAY_LANE_STALL_AFTER`` while no claim made progress on it, and the open members'
+  lanes of a pool lane stalled so (:mod:`relay.run.stalls`);
 - gives back the leases dead processes held, and forgets processes silent for long;
 - takes dead workers' in-flight batches to verification
   (:func:`relay.dispatch.recovery.recover_inflight`) and verifies the batches that are due
@@ -36,11 +39,13 @@ from relay.context import Context
 from relay.dispatch.recovery import recover_inflight
 from relay.dispatch.tickets import TIMER, rearm
 from relay.dispatch.verify import verify_due
+from relay.handback import hand_back
 from relay.lanes import KINDS, LaneId, PoolLane, device_sims, pool_lanes
 from relay.log import get_logger
 from relay.pools import members, pools_of
+from relay.presence import offline_devices
 from relay.processes import Beat, Lease, is_dead, read_beats
-from relay.run.stalls import Held, stalled
+from relay.run.stalls import Held, pool_stalled, stalled
 
 log = get_logger(__name__)
 
@@ -60,6 +65,8 @@ class SweepReport:
     """What one sweep did."""
 
     rearmed: list[str] = field(default_factory=list)
+    handed_back: int = 0
+    """Pooled ids moved from offline members' lanes back to their pools."""
     leases_released: list[str] = field(default_factory=list)
     processes_forgotten: list[str] = field(default_factory=list)
     recovered: int = 0
@@ -69,6 +76,9 @@ class SweepReport:
 def sweep(ctx: Context, *, missing_grace: float = MISSING_JOB_GRACE_S) -> SweepReport:
     """One sweep (see the module docstring); returns what it did."""
     report = SweepReport()
+    report.handed_back = sum(
+        n for h in hand_back(ctx, offline_devices(ctx)) for n in h.moved.values()
+    )
     beats = read_beats(ctx)
     report.rearmed = rearm_lost_tickets(ctx, beats, missing_grace=missing_grace)
     report.leases_released, report.processes_forgotten = release_dead(ctx, beats)
@@ -131,6 +141,23 @@ def rearm_lost_tickets(
         )
         if rearm(ctx, h.lane, h.holder):
             rearmed.append(h.lane.member)
+    left = [h for h in held if h not in gone and h.lane.member not in rearmed]
+    return rearmed + _rearm_stalled_pools(ctx, left, waiting)
+
+
+def _rearm_stalled_pools(ctx: Context, held: list[Held], waiting: dict[PoolLane, int]) -> list[str]:
+    """Re-arm the open members' lanes of each stalled pool lane; returns those re-armed."""
+    rearmed = []
+    for stall in pool_stalled(ctx, held, waiting):
+        log.warning(
+            "sweep.lane_stalled",
+            lane=stall.lane.member,
+            waited_s=round(stall.waited_s, 1),
+            holders={h.lane.member: h.holder for h in stall.members},
+            job_states={h.lane.member: h.state for h in stall.members},
+            head=stall.head,
+        )
+        rearmed += [h.lane.member for h in stall.members if rearm(ctx, h.lane, h.holder)]
     return rearmed
 
 
