@@ -36,7 +36,7 @@ from relay.lanes import DeviceSim
 from relay.settings import load_settings
 from relay.simulator import OutcomeRule, SimDevice, Simulator
 from relay.states import FINAL_STATES, State
-from tests.chaos.harness import Supervisor, relay_env
+from tests.chaos.harness import CHAOS_TIMINGS, Supervisor, relay_env
 from tests.fixtures.replication import ReplicaSet, replica_set
 
 DEVICES = (711, 712, 713)
@@ -95,18 +95,8 @@ def settings_env(url: str, sim: Simulator, prefix: str, min_replicas: int) -> di
         "RELAY_GATEWAY_URL": sim.url,
         "RELAY_GATEWAY_TOKEN": sim.token,
         "RELAY_GATEWAY_TIMEOUT": "2",
-        "RELAY_BATCH_MAX": "20",
-        "RELAY_DEFAULT_SEND_INTERVAL": "0.002",
-        "RELAY_INFLIGHT_TIMEOUT": "4",
-        "RELAY_VERIFY_GRACE": "2",
-        "RELAY_MAX_ATTEMPTS": "50",
-        "RELAY_RECONCILE_INTERVAL": "0.3",
-        "RELAY_RECONCILE_URGENT_INTERVAL": "0.2",
-        "RELAY_DELIVERY_REPORT_WAIT": "1.5",
-        "RELAY_STATUS_TTL": "3600",
         "RELAY_MATCH_WINDOW": "300",
-        "RELAY_LOG_LEVEL": "INFO",
-        "RELAY_LOG_JSON": "true",
+        **CHAOS_TIMINGS,
     }
 
 

@@ -80,6 +80,22 @@ class Supervisor:
         return "\n".join(out)
 
 
+CHAOS_TIMINGS = {
+    "RELAY_BATCH_MAX": "20",
+    "RELAY_DEFAULT_SEND_INTERVAL": "0.002",
+    "RELAY_INFLIGHT_TIMEOUT": "4",
+    "RELAY_VERIFY_GRACE": "2",
+    "RELAY_MAX_ATTEMPTS": "50",
+    "RELAY_RECONCILE_INTERVAL": "0.3",
+    "RELAY_RECONCILE_URGENT_INTERVAL": "0.2",
+    "RELAY_DELIVERY_REPORT_WAIT": "1.5",
+    "RELAY_STATUS_TTL": "3600",
+    "RELAY_LOG_LEVEL": "INFO",
+    "RELAY_LOG_JSON": "true",
+}
+"""Settings both chaos runs share: small batches, fast recovery and reconciling, JSON logs."""
+
+
 def relay_env(base: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     env.update(base)
